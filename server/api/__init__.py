@@ -1,0 +1,1 @@
+"""HTTP: routes, error handlers, SSE and middleware. Knows nothing about vLLM."""

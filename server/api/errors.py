@@ -1,0 +1,75 @@
+"""Exception handlers: every error leaves as the OpenAI error JSON, never as a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, ServerError
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(error: ServerError) -> JSONResponse:
+    return JSONResponse(error.to_dict(), status_code=error.status_code)
+
+
+def _loc_to_param(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if item == "body":
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append(f".{item}")
+        else:
+            parts.append(str(item))
+    return "".join(parts)
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequestError:
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequestError("the request body is not valid")
+    first = errors[0]
+    # Discriminated unions add the tag to the location (e.g. content[0].image_url.image_url): keep what names the field.
+    loc = tuple(first.get("loc", ()))
+    param = _loc_to_param(loc) or None
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError("the request body is not valid JSON", code="invalid_json")
+    message = str(first.get("msg", "invalid value"))
+    if param is None:
+        return InvalidRequestError(f"the request body is not valid: {message}")
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    return InvalidRequestError(f"{param}: {message}{more}", param=param, code="invalid_value")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        if exc.status_code >= 500:
+            logger.warning("request failed: %s (%s)", exc.code, exc.message)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"))
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}"))
+        body = {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": None}}
+        return JSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(ServerError("the server hit an unexpected error"))

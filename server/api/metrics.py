@@ -1,0 +1,79 @@
+"""Gateway metrics on our own registry, exposed on ``/metrics`` beside vLLM's ``vllm:*`` metrics.
+
+vLLM's in-process engine registers its metrics in ``prometheus_client.REGISTRY``; ours live in a registry per app so that
+several apps (tests) never collide. ``/metrics`` renders both.
+"""
+
+from __future__ import annotations
+
+import time
+
+import prometheus_client
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "qwen3vl_http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "qwen3vl_http_request_duration_seconds",
+            "Time from request start to the last byte of the response, by route.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry) + prometheus_client.generate_latest(
+            prometheus_client.REGISTRY
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (streams stay streams): counts requests and times them to the last byte."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = str(scope.get("method", ""))
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    gateway: GatewayMetrics = request.app.state.qwen3vl.metrics
+    return Response(gateway.render(), media_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -1,0 +1,31 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from server.api.state import StateDep
+from server.errors import EngineUnavailableError, ModelNotFoundError
+from server.schemas.models import ModelCard, ModelList
+
+router = APIRouter()
+
+
+def _card(state: StateDep) -> ModelCard:
+    if state.engine is None:
+        raise EngineUnavailableError("the model is still loading; retry shortly")
+    info = state.engine.model
+    return ModelCard(id=info.name, created=info.created, max_model_len=info.max_model_len)
+
+
+@router.get("/v1/models")
+async def list_models(state: StateDep) -> ModelList:
+    return ModelList(data=[_card(state)])
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, state: StateDep) -> ModelCard:
+    card = _card(state)
+    if model_id != card.id:
+        raise ModelNotFoundError(f"the model '{model_id}' does not exist", param="model")
+    return card

@@ -1,0 +1,43 @@
+"""What the routes need from the running app, and FastAPI dependency aliases to reach it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from server.api.metrics import GatewayMetrics
+from server.config import Settings
+from server.engine.base import Engine
+from server.errors import EngineUnavailableError
+from server.service.chat import ChatService
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: GatewayMetrics
+    engine: Engine | None = None
+    chat: ChatService | None = None
+    ready: bool = False
+    starting: bool = True
+    start_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.qwen3vl
+    return state
+
+
+def get_chat(request: Request) -> ChatService:
+    state = get_state(request)
+    if state.chat is None:
+        raise EngineUnavailableError("the model is still loading; retry shortly")
+    return state.chat
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+ChatDep = Annotated[ChatService, Depends(get_chat)]

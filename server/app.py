@@ -1,0 +1,119 @@
+"""``create_app(settings, engine=None)``: the one place where concrete classes are wired together.
+
+Nothing is created at import time. With no engine given, the app starts vLLM itself in the background during its
+lifespan, so ``/health`` answers (200 "starting") while a large model loads and ``/ready`` turns 200 only after the
+engine is up and the warm-up request has completed. A given engine (tests, fakes) is used as is and not shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from server.api import chat, health, metrics, models
+from server.api import errors as error_handlers
+from server.api.metrics import GatewayMetrics, MetricsMiddleware
+from server.api.state import AppState
+from server.config import Settings
+from server.engine.base import Engine
+from server.media.fetch import make_client
+from server.media.loader import MediaLoader
+from server.service.chat import ChatService
+from server.service.warmup import warm_up
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    state = AppState(settings=settings, metrics=GatewayMetrics())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
+        client = make_client()
+        media = MediaLoader(settings.media_limits(), client, executor)
+        starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
+        try:
+            yield
+        finally:
+            starter.cancel()
+            with contextlib.suppress(BaseException):
+                await starter
+            if engine is None and state.engine is not None:
+                await state.engine.shutdown()
+            await client.aclose()
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=lifespan)
+    app.state.qwen3vl = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    error_handlers.install(app)
+    for router in (chat.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    return app
+
+
+async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
+    try:
+        engine = given if given is not None else await asyncio.to_thread(_start_vllm, state.settings)
+        state.engine = engine
+        state.chat = ChatService(engine, media)
+        if state.settings.warmup:
+            await warm_up(engine, with_video=media.limits.max_videos_per_request > 0)
+        state.ready = True
+        logger.info("ready: serving model '%s'", engine.model.name)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        state.start_error = type(exc).__name__
+        logger.exception("the engine failed to start")
+    finally:
+        state.starting = False
+
+
+def _start_vllm(settings: Settings) -> Engine:
+    from server.engine.vllm import EngineOptions, VllmEngine
+    from server.models import tiny
+
+    if settings.model is None:
+        path = tiny.cached_checkpoint(settings.cache_dir, moe=settings.tiny_moe)
+        model, is_demo = str(path), True
+        logger.warning(
+            "No --model given: serving the embedded tiny RANDOM-WEIGHT Qwen3-VL demo model (%s). Its answers are "
+            "gibberish; pass --model with a real checkpoint for real answers.",
+            path.name,
+        )
+    else:
+        model, is_demo = settings.model, False
+    name = settings.served_model_name or _default_name(model, is_demo=is_demo, moe=settings.tiny_moe)
+    options = EngineOptions(
+        model=model,
+        served_model_name=name,
+        is_demo=is_demo,
+        max_model_len=settings.max_model_len,
+        dtype=settings.dtype,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_num_seqs=settings.max_num_seqs,
+        limit_mm_per_prompt=settings.limit_mm_per_prompt,
+        enforce_eager=settings.enforce_eager,
+        trust_remote_code=settings.trust_remote_code,
+        seed=settings.seed,
+        multiprocessing=settings.engine_multiprocessing,
+        extra=settings.engine_extra,
+    )
+    return VllmEngine.start(options)
+
+
+def _default_name(model: str, *, is_demo: bool, moe: bool) -> str:
+    if is_demo:
+        return "tiny-qwen3vl-moe" if moe else "tiny-qwen3vl"
+    local = Path(model)
+    # A local checkpoint is named by its folder; a hub id keeps its full "org/name" form, as vLLM does.
+    return local.resolve().name if local.exists() else model

@@ -1,0 +1,113 @@
+"""The server's one typed settings object.
+
+Every field is a CLI flag (``--max-model-len``) and a ``QWEN3VL_*`` environment variable (``QWEN3VL_MAX_MODEL_LEN``);
+CLI flags win over the environment, the environment over defaults. The fields are flat on purpose: operators type them as
+flags, and ``--max-model-len`` reads better than ``--engine.max-model-len``. They are grouped by prefix and comment, and
+:meth:`Settings.engine_options` / :meth:`Settings.media_limits` hand each layer only its own frozen group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "QWEN3VL_"
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What the media stage may do for one request."""
+
+    max_image_bytes: int
+    max_video_bytes: int
+    fetch_timeout_s: float
+    max_video_frames: int
+    video_fps: float
+    max_images_per_request: int
+    max_videos_per_request: int
+    decode_threads: int
+
+
+class Settings(BaseSettings):
+    """qwen3vl-server: an OpenAI-compatible Qwen3-VL server on an in-process vLLM engine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+    )
+
+    # --- HTTP ---------------------------------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Model --------------------------------------------------------------------------------------------------------
+    model: str | None = Field(
+        None, description="Checkpoint directory or hub id. Unset: the embedded tiny random-weight demo model."
+    )
+    served_model_name: str | None = Field(None, description="Model id in the API (default: the model path's name).")
+    tiny_moe: bool = Field(False, description="With no --model, serve the MoE variant of the tiny demo model.")
+    cache_dir: Path | None = Field(None, description="Where the tiny demo model is built (default ~/.cache/qwen3vl-server).")
+
+    # --- Engine (passed through to vLLM) ------------------------------------------------------------------------------
+    max_model_len: int | None = Field(None, gt=0, description="Context length (prompt + completion) in tokens.")
+    dtype: str = Field("auto", description="Weights/activations dtype (auto, bfloat16, float16, float32).")
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_num_seqs: int | None = Field(None, gt=0, description="Most sequences the engine schedules at once.")
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=lambda: {"image": 8, "video": 2},
+        description='Most images/videos per request, e.g. \'{"image": 8, "video": 2}\'.',
+    )
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs / torch.compile.")
+    trust_remote_code: bool = False
+    seed: int = 0
+    engine_multiprocessing: bool = Field(
+        True, description="Run the engine core in its own process (keeps the event loop free). Off: one process."
+    )
+    engine_extra: dict[str, Any] = Field(
+        default_factory=dict, description="Further vLLM AsyncEngineArgs, as JSON (e.g. '{\"mm_encoder_tp_mode\": \"data\"}')."
+    )
+    warmup: bool = Field(True, description="Run an image request at start-up before /ready answers 200.")
+
+    # --- Media --------------------------------------------------------------------------------------------------------
+    media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")
+    media_max_video_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest video accepted, in bytes.")
+    media_fetch_timeout: float = Field(10.0, gt=0, description="Seconds allowed for one media fetch.")
+    media_video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (Qwen default 2).")
+    media_max_video_frames: int = Field(64, ge=2, description="Most frames sampled from one video.")
+    media_decode_threads: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+
+    @field_validator("limit_mm_per_prompt")
+    @classmethod
+    def _known_modalities(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"image", "video"}
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; use 'image' and 'video'")
+        if any(v < 0 for v in value.values()):
+            raise ValueError("limits must be >= 0")
+        return value
+
+    @property
+    def uses_tiny_model(self) -> bool:
+        return self.model is None
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(
+            max_image_bytes=self.media_max_image_bytes,
+            max_video_bytes=self.media_max_video_bytes,
+            fetch_timeout_s=self.media_fetch_timeout,
+            max_video_frames=self.media_max_video_frames,
+            video_fps=self.media_video_fps,
+            max_images_per_request=self.limit_mm_per_prompt.get("image", 8),
+            max_videos_per_request=self.limit_mm_per_prompt.get("video", 2),
+            decode_threads=self.media_decode_threads,
+        )

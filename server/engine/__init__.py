@@ -1,0 +1,1 @@
+"""The engine boundary: a protocol, its vLLM adapter and a fake for tests."""

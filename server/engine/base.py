@@ -1,0 +1,112 @@
+"""The ``Engine`` protocol and the plain frozen dataclasses that cross it.
+
+Everything above this boundary (service, api) talks to an ``Engine``; only ``server.engine.vllm`` imports vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """A pre-sampled video: frames and the metadata Qwen3-VL needs for its timestamps."""
+
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    fps: float  # frames per second of the source the indices refer to
+    total_num_frames: int
+    frames_indices: tuple[int, ...]
+    duration: float | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "fps": self.fps,
+            "total_num_frames": self.total_num_frames,
+            "frames_indices": list(self.frames_indices),
+        }
+        if self.duration is not None:
+            meta["duration"] = self.duration
+        return meta
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    """Sampling fields as the client sent them; ``None`` means "not set" (the checkpoint's defaults apply)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    request_id: str
+    prompt: str
+    sampling: SamplingSpec
+    images: tuple[Image.Image, ...] = ()
+    videos: tuple[VideoInput, ...] = ()
+
+
+@dataclass(frozen=True)
+class ChoiceDelta:
+    """What one choice produced since the previous step."""
+
+    index: int
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class EngineStep:
+    """One step of a request's output stream."""
+
+    prompt_tokens: int
+    choices: tuple[ChoiceDelta, ...]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # the id served in the API
+    path: str  # where the weights came from
+    max_model_len: int
+    created: int
+    is_demo: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the service layer needs from an inference engine."""
+
+    @property
+    def model(self) -> ModelInfo: ...
+
+    def render_prompt(self, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> str:
+        """Render a conversation with the checkpoint's chat template (media parts as ``{"type": "image"}``)."""
+        ...
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
+        """Stream the request's output; raises ``server.errors`` exceptions only."""
+        ...
+
+    async def check_health(self) -> None:
+        """Return if the engine can serve; raise ``EngineUnavailableError`` if it is dead."""
+        ...
+
+    async def shutdown(self) -> None: ...

@@ -1,0 +1,104 @@
+"""A fake ``Engine`` for unit and API tests: scripted output, injectable latency and failures, no vLLM.
+
+It really implements the protocol (rendering, streaming deltas, ``n`` choices, ``max_tokens``/``stop`` truncation, health),
+so the service and API layers run exactly as they do over vLLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, FinishReason, ModelInfo
+from server.errors import ContextLengthError, EngineUnavailableError, ServerError
+
+# The fake counts a visual item as this many prompt tokens (the real engine counts its Qwen grid).
+FAKE_TOKENS_PER_IMAGE = 16
+FAKE_TOKENS_PER_VIDEO = 32
+
+
+@dataclass
+class FakeEngine:
+    """Answers every request with ``script`` (one token per list item)."""
+
+    script: Sequence[str] = ("Hello", ",", " world", "!")
+    model_name: str = "fake-qwen3vl"
+    max_model_len: int = 4096
+    delay_s: float = 0.0
+    fail_with: ServerError | None = None
+    dead: bool = False
+    requests: list[EngineRequest] = field(default_factory=list)
+    rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
+
+    @property
+    def model(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.model_name, path=f"/fake/{self.model_name}", max_model_len=self.max_model_len, created=1700000000
+        )
+
+    def render_prompt(self, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> str:
+        self.rendered.append(messages)
+        parts: list[str] = []
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(f"<{message['role']}>{content}")
+                continue
+            items = []
+            for item in content or []:
+                kind = item.get("type")
+                items.append(f"[{kind}]" if kind in ("image", "video") else str(item.get("text", "")))
+            parts.append(f"<{message['role']}>" + "".join(items))
+        return "\n".join(parts) + "\n<assistant>"
+
+    def prompt_tokens(self, request: EngineRequest) -> int:
+        words = len(request.prompt.split())
+        return words + FAKE_TOKENS_PER_IMAGE * len(request.images) + FAKE_TOKENS_PER_VIDEO * len(request.videos)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
+        self.requests.append(request)
+        if self.dead:
+            raise EngineUnavailableError("the inference engine has stopped")
+        if self.fail_with is not None:
+            raise self.fail_with
+        prompt_tokens = self.prompt_tokens(request)
+        room = self.max_model_len - prompt_tokens
+        max_tokens = request.sampling.max_tokens if request.sampling.max_tokens is not None else room
+        if max_tokens > room:
+            raise ContextLengthError(f"at most {room} completion tokens fit", param="max_tokens")
+        outputs = [self._choice(max_tokens, request.sampling.stop) for _ in range(request.sampling.n)]
+        longest = max(len(tokens) for tokens, _ in outputs)
+        for step in range(longest):
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            else:
+                await asyncio.sleep(0)
+            deltas = []
+            for index, (tokens, reason) in enumerate(outputs):
+                if step >= len(tokens):
+                    continue
+                last = step == len(tokens) - 1
+                deltas.append(
+                    ChoiceDelta(index=index, text=tokens[step], token_ids=(1000 + step,), finish_reason=reason if last else None)
+                )
+            yield EngineStep(prompt_tokens=prompt_tokens, choices=tuple(deltas), finished=step == longest - 1)
+
+    def _choice(self, max_tokens: int, stop: Sequence[str]) -> tuple[list[str], FinishReason]:
+        tokens: list[str] = []
+        for token in self.script:
+            if len(tokens) == max_tokens:
+                return tokens, "length"
+            if token in stop:
+                return tokens or [""], "stop"
+            tokens.append(token)
+        return tokens or [""], "stop"
+
+    async def check_health(self) -> None:
+        if self.dead:
+            raise EngineUnavailableError("the inference engine has stopped")
+
+    async def shutdown(self) -> None:
+        self.dead = True
+

@@ -1,0 +1,234 @@
+"""The one module that imports vLLM's runtime: an ``Engine`` over ``vllm.v1.engine.async_llm.AsyncLLM``.
+
+Requests go through vLLM 0.32's supported input path (no deprecation warnings): ``parse_model_prompt`` →
+``renderer.render_cmpl_async`` → ``AsyncLLM.generate``. vLLM's exceptions are mapped to ``server.errors`` here and nowhere
+else, most specific first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, ModelInfo, SamplingSpec
+from server.errors import (
+    ContextLengthError,
+    EngineError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    ServerError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the adapter needs to start vLLM (built from Settings by the app)."""
+
+    model: str
+    served_model_name: str
+    is_demo: bool = False
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int | None = None
+    limit_mm_per_prompt: Mapping[str, int] | None = None
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    seed: int = 0
+    multiprocessing: bool = True
+    extra: Mapping[str, Any] | None = None
+
+
+def _engine_args(options: EngineOptions) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = {
+        "model": options.model,
+        "served_model_name": [options.served_model_name],
+        "dtype": options.dtype,
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "enforce_eager": options.enforce_eager,
+        "trust_remote_code": options.trust_remote_code,
+        "seed": options.seed,
+    }
+    if options.max_model_len is not None:
+        kwargs["max_model_len"] = options.max_model_len
+    if options.max_num_seqs is not None:
+        kwargs["max_num_seqs"] = options.max_num_seqs
+    if options.limit_mm_per_prompt is not None:
+        kwargs["limit_mm_per_prompt"] = dict(options.limit_mm_per_prompt)
+    if not options.multiprocessing:
+        kwargs["distributed_executor_backend"] = "uni"
+    kwargs.update(options.extra or {})
+    return AsyncEngineArgs(**kwargs)
+
+
+class VllmEngine:
+    """``Engine`` over an in-process ``AsyncLLM`` (its engine core runs in a child process unless told otherwise)."""
+
+    def __init__(self, llm: Any, info: ModelInfo) -> None:
+        self._llm = llm
+        self._info = info
+        self._tokenizer = llm.get_tokenizer()
+        self._defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
+
+    @classmethod
+    def start(cls, options: EngineOptions) -> VllmEngine:
+        """Start vLLM (blocking: seconds on a CPU, minutes for a large checkpoint on GPUs)."""
+        if not options.multiprocessing:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        llm = AsyncLLM.from_engine_args(_engine_args(options))
+        info = ModelInfo(
+            name=options.served_model_name,
+            path=options.model,
+            max_model_len=int(llm.model_config.max_model_len),
+            created=int(time.time()),
+            is_demo=options.is_demo,
+        )
+        return cls(llm, info)
+
+    @property
+    def model(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def sampling_defaults(self) -> Mapping[str, Any]:
+        return dict(self._defaults)
+
+    def render_prompt(self, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> str:
+        try:
+            text = self._tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True, **template_kwargs
+            )
+        except Exception as exc:  # jinja errors from the checkpoint's template: the conversation cannot be rendered
+            logger.info("chat template failed: %s", type(exc).__name__)
+            raise InvalidRequestError(
+                "the conversation could not be rendered with the model's chat template", param="messages"
+            ) from exc
+        return str(text)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+        try:
+            engine_input = await self._render(request)
+            prompt_len = len(engine_input["prompt_token_ids"])
+            params = self._sampling_params(request.sampling, prompt_len)
+            stream = self._llm.generate(engine_input, params, request.request_id)
+            async with contextlib.aclosing(stream):
+                async for out in stream:
+                    yield _step(out, prompt_len)
+        except ServerError:
+            raise
+        except EngineDeadError as exc:
+            raise EngineUnavailableError("the inference engine has stopped; retry on another replica") from exc
+        except VLLMValidationError as exc:
+            raise _validation_error(exc) from exc
+        except VLLMClientError as exc:
+            raise InvalidRequestError(str(exc)) from exc
+        except EngineGenerateError as exc:
+            raise EngineError("the inference engine failed on this request") from exc
+
+    async def _render(self, request: EngineRequest) -> dict[str, Any]:
+        from vllm.renderers.inputs.preprocess import parse_model_prompt
+
+        prompt: dict[str, Any] = {"prompt": request.prompt}
+        mm: dict[str, Any] = {}
+        if request.images:
+            mm["image"] = list(request.images)
+        if request.videos:
+            mm["video"] = [(v.frames, v.metadata()) for v in request.videos]
+        if mm:
+            prompt["multi_modal_data"] = mm
+        parsed = parse_model_prompt(self._llm.model_config, prompt)
+        try:
+            (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
+        except (ValueError, TypeError) as exc:
+            from vllm.exceptions import VLLMClientError
+
+            if isinstance(exc, VLLMClientError):
+                raise
+            # The HF processor refused the media (e.g. a degenerate size): the request's fault, not the server's.
+            logger.info("multimodal processing failed: %s", exc)
+            raise InvalidRequestError("the media could not be processed by the model's processor") from exc
+        return dict(engine_input)
+
+    def _sampling_params(self, spec: SamplingSpec, prompt_len: int) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        room = self._info.max_model_len - prompt_len
+        if room <= 0:
+            raise ContextLengthError(
+                f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
+                f"{prompt_len} tokens (text and visual), leaving no room for a completion",
+                param="messages",
+            )
+        max_tokens = spec.max_tokens if spec.max_tokens is not None else room
+        if max_tokens > room:
+            raise ContextLengthError(
+                f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
+                f"{prompt_len} tokens (text and visual) and max_tokens asks for {max_tokens}; "
+                f"at most {room} completion tokens fit",
+                param="max_tokens",
+            )
+        kwargs: dict[str, Any] = {k: v for k, v in self._defaults.items() if k != "max_tokens"}
+        for name in (
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "repetition_penalty",
+            "seed",
+        ):
+            value = getattr(spec, name)
+            if value is not None:
+                kwargs[name] = value
+        if spec.stop:
+            kwargs["stop"] = list(spec.stop)
+        return SamplingParams(n=spec.n, max_tokens=max_tokens, output_kind=RequestOutputKind.DELTA, **kwargs)
+
+    async def check_health(self) -> None:
+        if self._llm.errored:
+            raise EngineUnavailableError("the inference engine has stopped")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            raise EngineUnavailableError("the inference engine has stopped") from exc
+
+    async def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+def _step(out: Any, prompt_len: int) -> EngineStep:
+    choices = tuple(
+        ChoiceDelta(
+            index=int(o.index),
+            text=str(o.text),
+            token_ids=tuple(int(t) for t in o.token_ids),
+            finish_reason=o.finish_reason,
+        )
+        for o in out.outputs
+    )
+    return EngineStep(prompt_tokens=prompt_len, choices=choices, finished=bool(out.finished))
+
+
+def _validation_error(exc: Any) -> InvalidRequestError:
+    message = exc.args[0] if exc.args else "invalid request"
+    if "maximum context length" in str(message):
+        return ContextLengthError(str(message), param="messages")
+    return InvalidRequestError(str(message), param=getattr(exc, "parameter", None))

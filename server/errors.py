@@ -1,0 +1,109 @@
+"""The server's one error tree.
+
+Every failure a user can act on has its own class; each class knows its HTTP status, its OpenAI error ``type`` and a stable
+``code``. Services raise these; one set of handlers in ``server.api.errors`` turns them into the OpenAI error JSON
+(``{"error": {"message", "type", "param", "code"}}``). Foreign exceptions (vLLM, httpx, Pillow, decord) are mapped at the
+boundary that meets them, most specific first, with ``raise ... from exc``.
+
+    ServerError                      500 server_error
+    ├── InvalidRequestError          400 invalid_request_error
+    │   ├── ContextLengthError       400   code=context_length_exceeded
+    │   └── MediaError               400   code=media_error
+    │       ├── MediaFetchError      400     code=media_fetch_failed     (unreachable, refused, HTTP error at origin)
+    │       ├── MediaTooLargeError   400     code=media_too_large        (byte cap, frame cap)
+    │       └── MediaDecodeError     400     code=media_decode_failed    (not an image / video, corrupt)
+    ├── MethodNotAllowedError        405 invalid_request_error
+    ├── NotFoundError                404 invalid_request_error
+    │   └── ModelNotFoundError       404   code=model_not_found
+    ├── EngineError                  500 server_error  code=engine_error
+    └── EngineUnavailableError       503 server_error  code=engine_unavailable (dead, shutting down, not ready)
+
+Messages are written for the user: they name the field and the limit, and never contain tracebacks, internal addresses or
+object reprs.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base of every error the server reports to a client."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    default_code: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+
+    def to_dict(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequestError(ServerError):
+    """The request is malformed or asks for something outside the server's limits."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class ContextLengthError(InvalidRequestError):
+    """Prompt (text and visual tokens) plus the requested completion does not fit the model's context."""
+
+    default_code = "context_length_exceeded"
+
+
+class MediaError(InvalidRequestError):
+    """A media part (image or video) could not be used."""
+
+    default_code = "media_error"
+
+
+class MediaFetchError(MediaError):
+    """The media URL could not be fetched (unreachable, refused, an HTTP error at the origin, a time-out)."""
+
+    default_code = "media_fetch_failed"
+
+
+class MediaTooLargeError(MediaError):
+    """The media exceeds a configured size limit (bytes, pixels, frames)."""
+
+    default_code = "media_too_large"
+
+
+class MediaDecodeError(MediaError):
+    """The bytes are not a decodable image or video."""
+
+    default_code = "media_decode_failed"
+
+
+class MethodNotAllowedError(ServerError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class NotFoundError(ServerError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
+    default_code = "model_not_found"
+
+
+class EngineError(ServerError):
+    """The engine failed while serving a valid request."""
+
+    default_code = "engine_error"
+
+
+class EngineUnavailableError(ServerError):
+    """The engine is dead, starting or shutting down: the request can be retried elsewhere."""
+
+    status_code = 503
+    default_code = "engine_unavailable"

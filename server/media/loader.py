@@ -1,0 +1,92 @@
+"""``MediaLoader``: turn a request's media references into decoded images and sampled videos, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+from PIL import Image
+
+from server.config import MediaLimits
+from server.engine.base import VideoInput
+from server.errors import MediaTooLargeError
+from server.media.decode import decode_image, decode_video, frames_to_video
+from server.media.fetch import fetch_url
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    url: str
+    param: str  # where the part sits in the request, e.g. "messages[0].content[1].image_url.url"
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A video file URL, or a list of frame image URLs."""
+
+    url: str | tuple[str, ...]
+    param: str
+    fps: float | None = None  # sampling rate for a file; the frames' rate for a frame list
+
+
+class MediaLoader:
+    def __init__(self, limits: MediaLimits, client: httpx.AsyncClient, executor: Executor) -> None:
+        self.limits = limits
+        self._client = client
+        self._executor = executor
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def image(self, ref: ImageRef) -> Image.Image:
+        data = await fetch_url(
+            self._client, ref.url, max_bytes=self.limits.max_image_bytes, timeout_s=self.limits.fetch_timeout_s, param=ref.param
+        )
+        return await self._off_loop(lambda: decode_image(data, param=ref.param))
+
+    async def video(self, ref: VideoRef) -> VideoInput:
+        if isinstance(ref.url, tuple):
+            return await self._frame_list(ref.url, ref)
+        data = await fetch_url(
+            self._client, ref.url, max_bytes=self.limits.max_video_bytes, timeout_s=self.limits.fetch_timeout_s, param=ref.param
+        )
+        fps = ref.fps or self.limits.video_fps
+        return await self._off_loop(
+            lambda: decode_video(data, fps=fps, max_frames=self.limits.max_video_frames, param=ref.param)
+        )
+
+    async def _frame_list(self, urls: tuple[str, ...], ref: VideoRef) -> VideoInput:
+        if len(urls) > self.limits.max_video_frames:
+            raise MediaTooLargeError(
+                f"{ref.param} has {len(urls)} frames; the limit is {self.limits.max_video_frames}", param=ref.param
+            )
+        frames = await gather_all(self.image(ImageRef(u, f"{ref.param}[{i}]")) for i, u in enumerate(urls))
+        fps = ref.fps or self.limits.video_fps
+        return await self._off_loop(lambda: frames_to_video(frames, sample_fps=fps, param=ref.param))
+
+
+async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure itself (not an ExceptionGroup)."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(a)) for a in awaitables]
+    except BaseExceptionGroup as group_error:
+        raise _first_leaf(group_error) from None
+    return [task.result() for task in tasks]
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,1 @@
+"""OpenAI request/response models (pure pydantic: no torch, no vLLM)."""

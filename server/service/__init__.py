@@ -1,0 +1,1 @@
+"""OpenAI semantics over the Engine protocol; knows nothing about HTTP."""

@@ -1,0 +1,190 @@
+"""Chat completions: prepare the request (media, prompt), run it on the engine, shape OpenAI responses."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
+from server.errors import EngineUnavailableError, ModelNotFoundError
+from server.media.loader import MediaLoader, gather_all
+from server.schemas.chat import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Usage,
+)
+from server.service.prompt import build_conversation
+
+
+@dataclass
+class ChoiceState:
+    """Everything one choice has produced so far."""
+
+    index: int
+    text: list[str] = field(default_factory=list)
+    tokens: int = 0
+    finish_reason: str | None = None
+
+    def add(self, text: str, tokens: int, finish_reason: str | None) -> None:
+        self.text.append(text)
+        self.tokens += tokens
+        if finish_reason is not None:
+            if finish_reason == "abort":
+                raise EngineUnavailableError("the request was aborted by the server")
+            self.finish_reason = finish_reason
+
+
+def _openai_reason(reason: str | None) -> Literal["stop", "length"]:
+    return "length" if reason == "length" else "stop"
+
+
+def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
+    return SamplingSpec(
+        max_tokens=req.completion_limit,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        repetition_penalty=req.repetition_penalty,
+        seed=req.seed,
+        stop=req.stop_sequences,
+        n=req.n,
+    )
+
+
+class ChatService:
+    def __init__(self, engine: Engine, media: MediaLoader) -> None:
+        self._engine = engine
+        self._media = media
+
+    def check_model(self, name: str) -> None:
+        if name != self._engine.model.name:
+            raise ModelNotFoundError(
+                f"the model '{name}' does not exist; this server serves '{self._engine.model.name}'", param="model"
+            )
+
+    async def prepare(self, req: ChatCompletionRequest, request_id: str) -> EngineRequest:
+        self.check_model(req.model)
+        conversation = build_conversation(req.messages, self._media.limits)
+        images = await gather_all(self._media.image(ref) for ref in conversation.images)
+        videos = await gather_all(self._media.video(ref) for ref in conversation.videos)
+        prompt = self._engine.render_prompt(conversation.messages)
+        return EngineRequest(
+            request_id=request_id,
+            prompt=prompt,
+            sampling=_sampling(req),
+            images=tuple(images),
+            videos=tuple(videos),
+        )
+
+    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        engine_request = await self.prepare(req, request_id)
+        choices = [ChoiceState(i) for i in range(req.n)]
+        prompt_tokens = 0
+        async for step in self._engine.generate(engine_request):
+            prompt_tokens = step.prompt_tokens
+            for delta in step.choices:
+                choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
+        completion_tokens = sum(c.tokens for c in choices)
+        return ChatCompletion(
+            id=request_id,
+            created=created,
+            model=self._engine.model.name,
+            choices=[
+                Choice(
+                    index=c.index,
+                    message=AssistantMessage(content="".join(c.text)),
+                    finish_reason=_openai_reason(c.finish_reason),
+                )
+                for c in choices
+            ],
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
+
+    async def open_stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Prepare and start the request, wait for its first step (so early errors are plain HTTP errors), then stream."""
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        engine_request = await self.prepare(req, request_id)
+        steps = aiter(self._engine.generate(engine_request))
+        try:
+            first = await anext(steps)
+        except BaseException:
+            await _close(steps)
+            raise
+        return _ChunkStream(req, request_id, self._engine.model.name, first, steps).chunks()
+
+
+async def _close(steps: AsyncIterator[EngineStep]) -> None:
+    aclose = getattr(steps, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _ChunkStream:
+    def __init__(
+        self,
+        req: ChatCompletionRequest,
+        request_id: str,
+        model: str,
+        first: EngineStep,
+        steps: AsyncIterator[EngineStep],
+    ) -> None:
+        self._id = request_id
+        self._model = model
+        self._created = int(time.time())
+        self._include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        self._choices = [ChoiceState(i) for i in range(req.n)]
+        self._first = first
+        self._steps = steps
+        self._prompt_tokens = first.prompt_tokens
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=choices, usage=usage)
+
+    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+        async with contextlib.aclosing(self._all_steps()) as steps:
+            yield self._chunk([ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices])
+            async for step in steps:
+                out = []
+                for delta in step.choices:
+                    state = self._choices[delta.index]
+                    state.add(delta.text, len(delta.token_ids), delta.finish_reason)
+                    if delta.text or delta.finish_reason is not None:
+                        reason = None if delta.finish_reason is None else _openai_reason(delta.finish_reason)
+                        content = delta.text or None
+                        out.append(ChunkChoice(index=delta.index, delta=Delta(content=content), finish_reason=reason))
+                if out:
+                    yield self._chunk(out)
+        if self._include_usage:
+            completion = sum(c.tokens for c in self._choices)
+            usage = Usage(
+                prompt_tokens=self._prompt_tokens,
+                completion_tokens=completion,
+                total_tokens=self._prompt_tokens + completion,
+            )
+            yield self._chunk([], usage)
+
+    async def _all_steps(self) -> AsyncIterator[EngineStep]:
+        try:
+            yield self._first
+            async for step in self._steps:
+                yield step
+        finally:
+            await _close(self._steps)

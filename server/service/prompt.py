@@ -1,0 +1,75 @@
+"""Turn OpenAI/Qwen messages into the chat template's conversation plus the ordered media references.
+
+Limits on how many media parts a request may carry are checked here, before anything is fetched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.config import MediaLimits
+from server.errors import InvalidRequestError
+from server.media.loader import ImageRef, VideoRef
+from server.schemas.chat import ImagePart, ImageURLPart, Message, TextPart, VideoPart, VideoURLPart
+
+_TEMPLATE_ROLE = {"developer": "system"}
+
+
+@dataclass(frozen=True)
+class Conversation:
+    messages: list[dict[str, Any]]
+    images: list[ImageRef]
+    videos: list[VideoRef]
+
+
+def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversation:
+    out: list[dict[str, Any]] = []
+    images: list[ImageRef] = []
+    videos: list[VideoRef] = []
+    for i, message in enumerate(messages):
+        role = _TEMPLATE_ROLE.get(message.role, message.role)
+        if message.content is None or isinstance(message.content, str):
+            out.append({"role": role, "content": message.content or ""})
+            continue
+        parts: list[dict[str, Any]] = []
+        for j, part in enumerate(message.content):
+            where = f"messages[{i}].content[{j}]"
+            if isinstance(part, TextPart):
+                parts.append({"type": "text", "text": part.text})
+            elif isinstance(part, ImageURLPart):
+                images.append(ImageRef(part.image_url.url, f"{where}.image_url.url"))
+                parts.append({"type": "image"})
+            elif isinstance(part, ImagePart):
+                images.append(ImageRef(part.image, f"{where}.image"))
+                parts.append({"type": "image"})
+            elif isinstance(part, VideoURLPart):
+                videos.append(VideoRef(part.video_url.url, f"{where}.video_url.url", fps=part.fps))
+                parts.append({"type": "video"})
+            elif isinstance(part, VideoPart):
+                videos.append(_video_part(part, f"{where}.video"))
+                parts.append({"type": "video"})
+        out.append({"role": role, "content": parts})
+    _check_counts(images, videos, limits)
+    return Conversation(messages=out, images=images, videos=videos)
+
+
+def _video_part(part: VideoPart, param: str) -> VideoRef:
+    if isinstance(part.video, list):
+        return VideoRef(tuple(part.video), param, fps=part.sample_fps or part.fps)
+    return VideoRef(part.video, param, fps=part.fps)
+
+
+def _check_counts(images: list[ImageRef], videos: list[VideoRef], limits: MediaLimits) -> None:
+    if len(images) > limits.max_images_per_request:
+        raise InvalidRequestError(
+            f"the messages contain {len(images)} images; the limit is {limits.max_images_per_request} per request",
+            param="messages",
+            code="too_many_images",
+        )
+    if len(videos) > limits.max_videos_per_request:
+        raise InvalidRequestError(
+            f"the messages contain {len(videos)} videos; the limit is {limits.max_videos_per_request} per request",
+            param="messages",
+            code="too_many_videos",
+        )
