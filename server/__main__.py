@@ -1,7 +1,7 @@
 """``qwen3vl-server``: run the server, or build the tiny demo checkpoint.
 
-    qwen3vl-server [--model M] [--host H] [--port P] [--served-model-name NAME] [...]   serve (see --help)
-    qwen3vl-server tiny-model OUT_DIR [--moe]                                          write the tiny checkpoint
+qwen3vl-server [--model M] [--host H] [--port P] [--served-model-name NAME] [...]   serve (see --help)
+qwen3vl-server tiny-model OUT_DIR [--moe]                                          write the tiny checkpoint
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
         client = make_client()
         media = MediaLoader(settings.media_limits(), client, executor)
+        if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
+            state.engine = engine
+            state.chat = ChatService(engine, media)
         starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
         try:
             yield
@@ -61,9 +64,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
 async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
     try:
-        engine = given if given is not None else await asyncio.to_thread(_start_vllm, state.settings)
-        state.engine = engine
-        state.chat = ChatService(engine, media)
+        if given is None:
+            engine = await asyncio.to_thread(_start_vllm, state.settings)
+            state.engine = engine
+            state.chat = ChatService(engine, media)
+        else:
+            engine = given
         if state.settings.warmup:
             await warm_up(engine, with_video=media.limits.max_videos_per_request > 0)
         state.ready = True
@@ -101,6 +107,7 @@ def _start_vllm(settings: Settings) -> Engine:
         tensor_parallel_size=settings.tensor_parallel_size,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         max_num_seqs=settings.max_num_seqs,
+        kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
         limit_mm_per_prompt=settings.limit_mm_per_prompt,
         enforce_eager=settings.enforce_eager,
         trust_remote_code=settings.trust_remote_code,

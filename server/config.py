@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     )
     served_model_name: str | None = Field(None, description="Model id in the API (default: the model path's name).")
     tiny_moe: bool = Field(False, description="With no --model, serve the MoE variant of the tiny demo model.")
-    cache_dir: Path | None = Field(None, description="Where the tiny demo model is built (default ~/.cache/qwen3vl-server).")
+    cache_dir: Path | None = Field(
+        None, description="Where the tiny demo model is built (default ~/.cache/qwen3vl-server)."
+    )
 
     # --- Engine (passed through to vLLM) ------------------------------------------------------------------------------
     max_model_len: int | None = Field(None, gt=0, description="Context length (prompt + completion) in tokens.")
@@ -63,6 +65,11 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(None, gt=0, description="Most sequences the engine schedules at once.")
+    kv_cache_memory_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="KV cache size in bytes (overrides --gpu-memory-utilization; on CPU, VLLM_CPU_KVCACHE_SPACE).",
+    )
     limit_mm_per_prompt: dict[str, int] = Field(
         default_factory=lambda: {"image": 8, "video": 2},
         description='Most images/videos per request, e.g. \'{"image": 8, "video": 2}\'.',
@@ -74,7 +81,8 @@ class Settings(BaseSettings):
         True, description="Run the engine core in its own process (keeps the event loop free). Off: one process."
     )
     engine_extra: dict[str, Any] = Field(
-        default_factory=dict, description="Further vLLM AsyncEngineArgs, as JSON (e.g. '{\"mm_encoder_tp_mode\": \"data\"}')."
+        default_factory=dict,
+        description='Further vLLM AsyncEngineArgs, as JSON (e.g. \'{"mm_encoder_tp_mode": "data"}\').',
     )
     warmup: bool = Field(True, description="Run an image request at start-up before /ready answers 200.")
 

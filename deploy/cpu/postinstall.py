@@ -19,7 +19,7 @@ from pathlib import Path
 
 _UNCONDITIONAL = '@torch.library.register_fake("torchvision::'
 _CONDITIONAL = (
-    '@(torch.library.register_fake if torchvision.extension._has_ops() else (lambda *_a, **_k: (lambda f: f)))'
+    "@(torch.library.register_fake if torchvision.extension._has_ops() else (lambda *_a, **_k: (lambda f: f)))"
     '("torchvision::'
 )
 

@@ -18,11 +18,33 @@ def error_response(error: ServerError) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=error.status_code)
 
 
-def _loc_to_param(loc: tuple[int | str, ...]) -> str:
+# Union members and discriminator tags pydantic puts into error locations; they name no field of the request.
+_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+_PART_TAGS = frozenset({"text", "image_url", "video_url", "image", "video"})
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    cleaned: list[int | str] = []
+    for i, item in enumerate(loc):
+        if item == "body" and i == 0:
+            continue
+        if isinstance(item, str) and (item in _BRANCH_NAMES or "[" in item or "(" in item):
+            continue
+        if (
+            isinstance(item, str)
+            and item in _PART_TAGS
+            and cleaned
+            and isinstance(cleaned[-1], int)
+            and i + 1 < len(loc)
+        ):
+            continue  # the discriminator's tag, e.g. content[0].<image_url>.image_url
+        cleaned.append(item)
+    return cleaned
+
+
+def _loc_to_param(loc: list[int | str]) -> str:
     parts: list[str] = []
     for item in loc:
-        if item == "body":
-            continue
         if isinstance(item, int):
             parts.append(f"[{item}]")
         elif parts:
@@ -33,20 +55,18 @@ def _loc_to_param(loc: tuple[int | str, ...]) -> str:
 
 
 def validation_error(exc: RequestValidationError) -> InvalidRequestError:
-    errors = exc.errors()
+    errors = list(exc.errors())
     if not errors:
         return InvalidRequestError("the request body is not valid")
-    first = errors[0]
-    # Discriminated unions add the tag to the location (e.g. content[0].image_url.image_url): keep what names the field.
-    loc = tuple(first.get("loc", ()))
-    param = _loc_to_param(loc) or None
-    if first.get("type") == "json_invalid":
+    if any(e.get("type") == "json_invalid" for e in errors):
         return InvalidRequestError("the request body is not valid JSON", code="invalid_json")
+    # With unions (content: str | list[part]) every branch reports; the deepest location is the one that names the field.
+    first = max(errors, key=lambda e: len(_clean_loc(tuple(e.get("loc", ())))))
+    param = _loc_to_param(_clean_loc(tuple(first.get("loc", ())))) or None
     message = str(first.get("msg", "invalid value"))
     if param is None:
         return InvalidRequestError(f"the request body is not valid: {message}")
-    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
-    return InvalidRequestError(f"{param}: {message}{more}", param=param, code="invalid_value")
+    return InvalidRequestError(f"{param}: {message}", param=param, code="invalid_value")
 
 
 def install(app: FastAPI) -> None:
@@ -65,7 +85,9 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"))
         if exc.status_code == 405:
-            return error_response(MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}"))
+            return error_response(
+                MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}")
+            )
         body = {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=exc.status_code)
 

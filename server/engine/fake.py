@@ -28,6 +28,7 @@ class FakeEngine:
     max_model_len: int = 4096
     delay_s: float = 0.0
     fail_with: ServerError | None = None
+    fail_after: int | None = None  # with fail_with: fail after this many steps instead of before the first
     dead: bool = False
     requests: list[EngineRequest] = field(default_factory=list)
     rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
@@ -61,7 +62,7 @@ class FakeEngine:
         self.requests.append(request)
         if self.dead:
             raise EngineUnavailableError("the inference engine has stopped")
-        if self.fail_with is not None:
+        if self.fail_with is not None and self.fail_after is None:
             raise self.fail_with
         prompt_tokens = self.prompt_tokens(request)
         room = self.max_model_len - prompt_tokens
@@ -71,6 +72,8 @@ class FakeEngine:
         outputs = [self._choice(max_tokens, request.sampling.stop) for _ in range(request.sampling.n)]
         longest = max(len(tokens) for tokens, _ in outputs)
         for step in range(longest):
+            if self.fail_with is not None and step == self.fail_after:
+                raise self.fail_with
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             else:
@@ -81,7 +84,9 @@ class FakeEngine:
                     continue
                 last = step == len(tokens) - 1
                 deltas.append(
-                    ChoiceDelta(index=index, text=tokens[step], token_ids=(1000 + step,), finish_reason=reason if last else None)
+                    ChoiceDelta(
+                        index=index, text=tokens[step], token_ids=(1000 + step,), finish_reason=reason if last else None
+                    )
                 )
             yield EngineStep(prompt_tokens=prompt_tokens, choices=tuple(deltas), finished=step == longest - 1)
 
@@ -101,4 +106,3 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         self.dead = True
-

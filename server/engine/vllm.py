@@ -7,7 +7,9 @@ else, most specific first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -39,6 +41,7 @@ class EngineOptions:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_num_seqs: int | None = None
+    kv_cache_memory_bytes: int | None = None
     limit_mm_per_prompt: Mapping[str, int] | None = None
     enforce_eager: bool = False
     trust_remote_code: bool = False
@@ -64,6 +67,8 @@ def _engine_args(options: EngineOptions) -> Any:
         kwargs["max_model_len"] = options.max_model_len
     if options.max_num_seqs is not None:
         kwargs["max_num_seqs"] = options.max_num_seqs
+    if options.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes
     if options.limit_mm_per_prompt is not None:
         kwargs["limit_mm_per_prompt"] = dict(options.limit_mm_per_prompt)
     if not options.multiprocessing:
@@ -211,7 +216,22 @@ class VllmEngine:
             raise EngineUnavailableError("the inference engine has stopped") from exc
 
     async def shutdown(self) -> None:
-        self._llm.shutdown()
+        llm, self._llm = self._llm, _Closed()
+        if not isinstance(llm, _Closed):
+            # Blocking (it waits for the engine core process to exit): keep it off the event loop. Dropping our
+            # reference afterwards lets AsyncLLM be collected now rather than during interpreter teardown.
+            await asyncio.to_thread(llm.shutdown)
+            del llm
+            gc.collect()  # AsyncLLM sits in reference cycles; collect it now, not during interpreter teardown
+
+
+class _Closed:
+    """Stands in for the AsyncLLM after shutdown: every use reports the engine as gone."""
+
+    errored = True
+
+    def __getattr__(self, name: str) -> Any:
+        raise EngineUnavailableError("the inference engine has been shut down")
 
 
 def _step(out: Any, prompt_len: int) -> EngineStep:

@@ -28,7 +28,7 @@ def decode_image(data: bytes, *, param: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise MediaTooLargeError(
@@ -80,7 +80,9 @@ def sample_indices(total: int, source_fps: float, *, fps: float, max_frames: int
     """Frame indices sampled uniformly at ``fps``, with qwen-vl-utils' frame-count rule (``smart_nframes``)."""
     from qwen_vl_utils.vision_process import smart_nframes
 
-    nframes = smart_nframes({"fps": fps, "max_frames": min(max_frames, total)}, total_frames=total, video_fps=source_fps)
+    nframes = smart_nframes(
+        {"fps": fps, "max_frames": min(max_frames, total)}, total_frames=total, video_fps=source_fps
+    )
     return tuple(int(i) for i in np.linspace(0, total - 1, nframes).round())
 
 
@@ -89,7 +91,10 @@ def frames_to_video(images: Sequence[Image.Image], *, sample_fps: float, param: 
     if not images:
         raise MediaDecodeError(f"{param} has no frames", param=param)
     width, height = images[0].size
-    arrays = [np.asarray(im if im.size == (width, height) else im.resize((width, height), Image.Resampling.BICUBIC)) for im in images]
+    arrays = [
+        np.asarray(im if im.size == (width, height) else im.resize((width, height), Image.Resampling.BICUBIC))
+        for im in images
+    ]
     while len(arrays) % FRAME_FACTOR:
         arrays.append(arrays[-1])
     count = len(arrays)

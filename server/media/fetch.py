@@ -48,7 +48,9 @@ async def fetch_url(client: httpx.AsyncClient, url: str, *, max_bytes: int, time
     if scheme == "data":
         return decode_data_url(url, max_bytes=max_bytes, param=param)
     if scheme not in ("http", "https"):
-        raise MediaFetchError(f"{param}: URL scheme '{scheme or '(none)'}' is not allowed; use http, https or data", param=param)
+        raise MediaFetchError(
+            f"{param}: URL scheme '{scheme or '(none)'}' is not allowed; use http, https or data", param=param
+        )
     try:
         async with asyncio.timeout(timeout_s):
             return await _get(client, url, max_bytes=max_bytes, param=param)

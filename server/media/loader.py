@@ -46,7 +46,11 @@ class MediaLoader:
 
     async def image(self, ref: ImageRef) -> Image.Image:
         data = await fetch_url(
-            self._client, ref.url, max_bytes=self.limits.max_image_bytes, timeout_s=self.limits.fetch_timeout_s, param=ref.param
+            self._client,
+            ref.url,
+            max_bytes=self.limits.max_image_bytes,
+            timeout_s=self.limits.fetch_timeout_s,
+            param=ref.param,
         )
         return await self._off_loop(lambda: decode_image(data, param=ref.param))
 
@@ -54,7 +58,11 @@ class MediaLoader:
         if isinstance(ref.url, tuple):
             return await self._frame_list(ref.url, ref)
         data = await fetch_url(
-            self._client, ref.url, max_bytes=self.limits.max_video_bytes, timeout_s=self.limits.fetch_timeout_s, param=ref.param
+            self._client,
+            ref.url,
+            max_bytes=self.limits.max_video_bytes,
+            timeout_s=self.limits.fetch_timeout_s,
+            param=ref.param,
         )
         fps = ref.fps or self.limits.video_fps
         return await self._off_loop(

@@ -44,7 +44,14 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     "<|video_pad|>",
 )
 # Added but not special: they appear in decoded text (vLLM's tool and reasoning parsers look for them).
-PLAIN_ADDED_TOKENS: tuple[str, ...] = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>")
+PLAIN_ADDED_TOKENS: tuple[str, ...] = (
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+)
 
 BPE_VOCAB_SIZE = 2000
 SEED = 1234
@@ -152,7 +159,9 @@ def _corpus() -> list[str]:
     texts = [(stdlib / rel).read_text(encoding="utf-8") for rel in _CORPUS_MODULES if (stdlib / rel).is_file()]
     # A little prose and chat-like text, so common English and JSON pieces get merges too.
     texts.append("Describe this image. What is in the picture? The video shows a person walking. " * 20)
-    texts.append('{"name": "get_weather", "arguments": {"city": "Paris"}} {"bbox_2d": [10, 20, 300, 400], "label": "cat"}')
+    texts.append(
+        '{"name": "get_weather", "arguments": {"city": "Paris"}} {"bbox_2d": [10, 20, 300, 400], "label": "cat"}'
+    )
     return texts
 
 

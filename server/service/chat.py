@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -160,7 +160,9 @@ class _ChunkStream:
 
     async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
         async with contextlib.aclosing(self._all_steps()) as steps:
-            yield self._chunk([ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices])
+            yield self._chunk(
+                [ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices]
+            )
             async for step in steps:
                 out = []
                 for delta in step.choices:
@@ -181,7 +183,7 @@ class _ChunkStream:
             )
             yield self._chunk([], usage)
 
-    async def _all_steps(self) -> AsyncIterator[EngineStep]:
+    async def _all_steps(self) -> AsyncGenerator[EngineStep, None]:
         try:
             yield self._first
             async for step in self._steps:

