@@ -315,6 +315,8 @@ def _save_processor(out: Path, tokenizer: Any) -> None:
         fps=2,
         min_frames=2,
         max_frames=VIDEO_MAX_FRAMES,
+        # qwen-vl-utils' per-frame pixel cap (transformers' announced default from 5.22); set explicitly, no warning.
+        cap_pixels_per_frame=True,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )

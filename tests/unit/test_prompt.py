@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import pytest
+
+from server.config import Settings
+from server.errors import InvalidRequestError
+from server.schemas.chat import ChatCompletionRequest
+from server.service.prompt import build_conversation
+
+
+def _request(messages: list[dict[str, object]]) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"model": "m", "messages": messages})
+
+
+def test_parts_become_template_placeholders_in_order() -> None:
+    req = _request(
+        [
+            {"role": "developer", "content": "be brief"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": "data:,1"}},
+                    {"type": "video", "video": ["data:,f1", "data:,f2"], "sample_fps": 1},
+                    {"type": "image", "image": "data:,2"},
+                    {"type": "video_url", "video_url": {"url": "data:,v"}, "fps": 4},
+                ],
+            },
+        ]
+    )
+    conv = build_conversation(req.messages, Settings().media_limits())
+    assert conv.messages[0] == {"role": "system", "content": "be brief"}
+    assert [p["type"] for p in conv.messages[1]["content"]] == ["text", "image", "video", "image", "video"]
+    assert [r.url for r in conv.images] == ["data:,1", "data:,2"]
+    assert [r.param for r in conv.images] == ["messages[1].content[1].image_url.url", "messages[1].content[3].image"]
+    assert conv.videos[0].url == ("data:,f1", "data:,f2") and conv.videos[0].fps == 1
+    assert conv.videos[1].url == "data:,v" and conv.videos[1].fps == 4
+
+
+def test_counts_checked_before_anything_is_fetched() -> None:
+    limits = Settings(limit_mm_per_prompt={"image": 1, "video": 0}).media_limits()
+    two_images = _request(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "image", "image": "http://x/1"}, {"type": "image", "image": "http://x/2"}],
+            }
+        ]
+    )
+    with pytest.raises(InvalidRequestError) as info:
+        build_conversation(two_images.messages, limits)
+    assert info.value.code == "too_many_images" and "limit is 1" in info.value.message
+    one_video = _request([{"role": "user", "content": [{"type": "video", "video": "http://x/v.mp4"}]}])
+    with pytest.raises(InvalidRequestError) as info:
+        build_conversation(one_video.messages, limits)
+    assert info.value.code == "too_many_videos"
