@@ -7,6 +7,7 @@ talks to it over HTTP; the MoE server is started only for the test that needs it
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -33,6 +34,7 @@ class LiveServer:
     app: FastAPI
     checkpoint: Path
     model: str
+    logs: list[str]
 
     def client(self) -> OpenAI:
         return OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
@@ -44,18 +46,31 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @contextlib.contextmanager
 def live_server(*, moe: bool) -> Iterator[LiveServer]:
+    """The dense server runs the default (no --model: the embedded demo); the MoE one names its checkpoint."""
     checkpoint = cached_checkpoint(moe=moe)
     settings = Settings(
-        model=str(checkpoint),
-        served_model_name="tiny-qwen3vl-moe" if moe else "tiny-qwen3vl",
+        model=str(checkpoint) if moe else None,
+        served_model_name="tiny-qwen3vl-moe" if moe else None,
         max_model_len=4096,
         enforce_eager=True,
         kv_cache_memory_bytes=1 << 30,
         limit_mm_per_prompt={"image": 4, "video": 2},
     )
     app = create_app(settings)
+    collect = _Collect()
+    for name in ("server", "vllm"):
+        logging.getLogger(name).addHandler(collect)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
@@ -72,10 +87,13 @@ def live_server(*, moe: bool) -> Iterator[LiveServer]:
             if time.monotonic() > deadline:
                 raise TimeoutError("server did not become ready")
             time.sleep(0.5)
-        yield LiveServer(base_url=base, app=app, checkpoint=checkpoint, model=settings.served_model_name or "")
+        model = app.state.qwen3vl.engine.model.name
+        yield LiveServer(base_url=base, app=app, checkpoint=checkpoint, model=model, logs=collect.lines)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+        for name in ("server", "vllm"):
+            logging.getLogger(name).removeHandler(collect)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from openai import BadRequestError, NotFoundError
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -266,13 +268,48 @@ def test_models_and_version(dense_server: LiveServer) -> None:
     assert version["vllm"] == "0.32.0"
 
 
-def test_moe_checkpoint_answers_an_image_request(dense_server: LiveServer) -> None:
+def test_moe_checkpoint_answers_an_image_request_then_health_reports_engine_death(dense_server: LiveServer) -> None:
     # Depends on dense_server only so the two engines start one after the other, never at once.
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     with live_server(moe=True) as moe:
         completion = complete(moe, image_message(data_url(png(128, 128, seed=9))), max_tokens=6, temperature=0)
         assert completion.model == "tiny-qwen3vl-moe"
         assert completion.usage is not None and completion.usage.completion_tokens == 6
         assert completion.usage.prompt_tokens > 16  # a 128×128 image is 16 visual tokens, plus the template's
+
+        # Kill this engine's core process: liveness must turn 503 and requests must get a clean 503, not a 500.
+        mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        cores = [p for p in mine if "EngineCore" in " ".join(p.cmdline()) + p.name()]
+        assert cores, [p.name() for p in mine]
+        for core in cores:
+            core.kill()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{moe.base_url}/health").status_code != 503:
+            assert time.monotonic() < deadline, "liveness never noticed the dead engine"
+            time.sleep(0.2)
+        assert httpx.get(f"{moe.base_url}/ready").status_code == 503
+        response = httpx.post(
+            f"{moe.base_url}/v1/chat/completions",
+            json={"model": moe.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            timeout=60,
+        )
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "engine_unavailable"
+    # The shared dense engine is unaffected.
+    assert httpx.get(f"{dense_server.base_url}/health").status_code == 200
+
+
+def test_default_model_is_the_tiny_demo_and_says_so(dense_server: LiveServer) -> None:
+    assert dense_server.model == "tiny-qwen3vl"
+    assert any("RANDOM-WEIGHT" in line for line in dense_server.logs)
+    assert httpx.get(f"{dense_server.base_url}/version").json()["demo_model"] is True
+
+
+def test_supported_input_path_logs_no_deprecation(dense_server: LiveServer) -> None:
+    complete(dense_server, image_message(data_url(png(64, 64))), max_tokens=2)
+    engine_lines = [line for line in dense_server.logs if "deprecat" in line.lower()]
+    assert engine_lines == []
+    assert any("Engine" in line or "engine" in line for line in dense_server.logs)  # the vLLM logger was captured
 
 
 def test_noise_image_helper_is_deterministic() -> None:

@@ -46,7 +46,7 @@ def test_moe_variant_layout(tmp_path: Path) -> None:
     assert text.get("num_experts", text.get("num_local_experts")) == 4
     hidden, inter = text["hidden_size"], text["moe_intermediate_size"]
     with safe_open(str(tmp_path / "moe" / "model.safetensors"), "pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if ".experts." in k}
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys() if ".experts." in k}  # noqa: SIM118 (safe_open is not a dict)
     assert shapes, "no fused expert weights found"
     for name, shape in shapes.items():
         # [experts, in, out], as the published checkpoints vLLM loads hold them
