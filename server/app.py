@@ -22,7 +22,7 @@ from server.api.metrics import GatewayMetrics, MetricsMiddleware
 from server.api.state import AppState
 from server.config import Settings
 from server.engine.base import Engine
-from server.media.fetch import make_client
+from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
 from server.service.chat import ChatService
 from server.service.warmup import warm_up
@@ -37,7 +37,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
         client = make_client()
-        media = MediaLoader(settings.media_limits(), client, executor)
+        media = MediaLoader(settings.media_limits(), Fetcher(settings.fetch_policy(), client), executor)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             state.engine = engine
             state.chat = ChatService(engine, media)

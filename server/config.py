@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.media.fetch import FetchPolicy
+
 ENV_PREFIX = "QWEN3VL_"
 
 
@@ -30,6 +32,7 @@ class MediaLimits:
     max_images_per_request: int
     max_videos_per_request: int
     decode_threads: int
+    fetches_per_request: int
 
 
 class Settings(BaseSettings):
@@ -93,6 +96,19 @@ class Settings(BaseSettings):
     media_video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (Qwen default 2).")
     media_max_video_frames: int = Field(64, ge=2, description="Most frames sampled from one video.")
     media_decode_threads: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+    media_allow_private_addresses: bool = Field(
+        False, description="Allow media URLs that resolve to loopback/private/link-local addresses (in-cluster stores)."
+    )
+    media_allowed_domains: list[str] = Field(
+        default_factory=list, description="If set, media hosts must match one (example.com also matches subdomains)."
+    )
+    media_denied_domains: list[str] = Field(default_factory=list, description="Media hosts that are always refused.")
+    media_file_root: Path | None = Field(
+        None, description="Allow file:// media URLs below this folder (off by default)."
+    )
+    media_max_redirects: int = Field(3, ge=0, le=10, description="Redirect hops a media fetch may follow.")
+    media_max_concurrent_fetches: int = Field(32, ge=1, description="Media fetches in flight across all requests.")
+    media_fetches_per_request: int = Field(4, ge=1, description="Media fetches in flight for one request.")
 
     @field_validator("limit_mm_per_prompt")
     @classmethod
@@ -118,4 +134,15 @@ class Settings(BaseSettings):
             max_images_per_request=self.limit_mm_per_prompt.get("image", 8),
             max_videos_per_request=self.limit_mm_per_prompt.get("video", 2),
             decode_threads=self.media_decode_threads,
+            fetches_per_request=self.media_fetches_per_request,
+        )
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            max_redirects=self.media_max_redirects,
+            allow_private=self.media_allow_private_addresses,
+            allowed_domains=tuple(self.media_allowed_domains),
+            denied_domains=tuple(self.media_denied_domains),
+            file_root=self.media_file_root,
+            max_concurrency=self.media_max_concurrent_fetches,
         )

@@ -9,9 +9,12 @@ boundary that meets them, most specific first, with ``raise ... from exc``.
     ├── InvalidRequestError          400 invalid_request_error
     │   ├── ContextLengthError       400   code=context_length_exceeded
     │   └── MediaError               400   code=media_error
-    │       ├── MediaFetchError      400     code=media_fetch_failed     (unreachable, refused, HTTP error at origin)
-    │       ├── MediaTooLargeError   400     code=media_too_large        (byte cap, frame cap)
-    │       └── MediaDecodeError     400     code=media_decode_failed    (not an image / video, corrupt)
+    │       ├── MediaBlockedError    400     code=media_blocked          (scheme, host or address not allowed)
+    │       ├── MediaFetchError      400     code=media_fetch_failed     (DNS, refused, TLS, HTTP error at origin)
+    │       ├── MediaTimeoutError    400     code=media_timeout          (the fetch's total deadline passed)
+    │       ├── MediaTooLargeError   400     code=media_too_large        (bytes, pixels, frames, duration)
+    │       ├── MediaUnsupportedError 400    code=media_unsupported      (format not allowed, degenerate shape)
+    │       └── MediaDecodeError     400     code=media_decode_failed    (corrupt or not media at all)
     ├── MethodNotAllowedError        405 invalid_request_error
     ├── NotFoundError                404 invalid_request_error
     │   └── ModelNotFoundError       404   code=model_not_found
@@ -62,10 +65,28 @@ class MediaError(InvalidRequestError):
     default_code = "media_error"
 
 
+class MediaBlockedError(MediaError):
+    """The URL's scheme, host or resolved address is not allowed (SSRF protection)."""
+
+    default_code = "media_blocked"
+
+
 class MediaFetchError(MediaError):
     """The media URL could not be fetched (unreachable, refused, an HTTP error at the origin, a time-out)."""
 
     default_code = "media_fetch_failed"
+
+
+class MediaTimeoutError(MediaError):
+    """Fetching the media took longer than the total deadline."""
+
+    default_code = "media_timeout"
+
+
+class MediaUnsupportedError(MediaError):
+    """The media is of a format or shape the server does not accept."""
+
+    default_code = "media_unsupported"
 
 
 class MediaTooLargeError(MediaError):

@@ -9,11 +9,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from PIL import Image
-
-from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec, VideoInput
+from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
 from server.errors import EngineUnavailableError, ModelNotFoundError
-from server.media.loader import MediaLoader, gather_all
+from server.media.loader import MediaLoader
 from server.schemas.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -79,13 +77,7 @@ class ChatService:
     async def prepare(self, req: ChatCompletionRequest, request_id: str) -> EngineRequest:
         self.check_model(req.model)
         conversation = build_conversation(req.messages, self._media.limits)
-        # All media of the request are fetched and decoded concurrently; the first failure cancels the rest.
-        images_and_videos = await gather_all(
-            [self._media.image(ref) for ref in conversation.images]
-            + [self._media.video(ref) for ref in conversation.videos]
-        )
-        images = [item for item in images_and_videos[: len(conversation.images)] if isinstance(item, Image.Image)]
-        videos = [item for item in images_and_videos[len(conversation.images) :] if isinstance(item, VideoInput)]
+        images, videos = await self._media.load(conversation.images, conversation.videos)
         prompt = self._engine.render_prompt(conversation.messages)
         return EngineRequest(
             request_id=request_id,

@@ -38,13 +38,13 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
             elif isinstance(part, ImageURLPart):
-                images.append(ImageRef(part.image_url.url, f"{where}.image_url.url"))
+                images.append(ImageRef(part.image_url.url, f"{where}.image_url"))
                 parts.append({"type": "image"})
             elif isinstance(part, ImagePart):
                 images.append(ImageRef(part.image, f"{where}.image"))
                 parts.append({"type": "image"})
             elif isinstance(part, VideoURLPart):
-                videos.append(VideoRef(part.video_url.url, f"{where}.video_url.url", fps=part.fps))
+                videos.append(VideoRef(part.video_url.url, f"{where}.video_url", fps=part.fps))
                 parts.append({"type": "video"})
             elif isinstance(part, VideoPart):
                 videos.append(_video_part(part, f"{where}.video"))
@@ -65,11 +65,11 @@ def _check_counts(images: list[ImageRef], videos: list[VideoRef], limits: MediaL
         raise InvalidRequestError(
             f"the messages contain {len(images)} images; the limit is {limits.max_images_per_request} per request",
             param="messages",
-            code="too_many_images",
+            code="too_many_media_items",
         )
     if len(videos) > limits.max_videos_per_request:
         raise InvalidRequestError(
             f"the messages contain {len(videos)} videos; the limit is {limits.max_videos_per_request} per request",
             param="messages",
-            code="too_many_videos",
+            code="too_many_media_items",
         )

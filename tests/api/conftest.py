@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,5 +25,56 @@ def settings() -> Settings:
 
 @pytest.fixture
 def client(engine: FakeEngine, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+class AssetServer:
+    """A loopback HTTP server for test media that counts every hit."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.hits: list[str] = []
+        assets = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                assets.hits.append(self.path)
+                status, headers, body = assets.files.get(self.path, (404, {}, b""))
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def add(self, path: str, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> str:
+        self.files[path] = (status, headers or {}, body)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+@pytest.fixture
+def assets() -> Iterator[AssetServer]:
+    server = AssetServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def private_client(engine: FakeEngine) -> Iterator[TestClient]:
+    """An app whose operator allowed private addresses (as for an in-cluster object store): loopback fetches work."""
+    settings = Settings(warmup=False, limit_mm_per_prompt={"image": 3, "video": 1}, media_allow_private_addresses=True)
     with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as test_client:
         yield test_client

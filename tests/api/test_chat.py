@@ -1,17 +1,17 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from server.app import create_app
+from server.config import Settings
 from server.engine.fake import FAKE_TOKENS_PER_IMAGE, FAKE_TOKENS_PER_VIDEO, FakeEngine
 from server.errors import EngineError
+from tests.api.conftest import AssetServer
 from tests.media_factory import data_url, image_bytes, mp4_bytes
 
 MODEL = "fake-qwen3vl"
@@ -244,15 +244,16 @@ def test_media_in_assistant_message_refused(client: TestClient) -> None:
     [
         ("data:image/png;base64,AAAA", "media_decode_failed"),
         ("data:image/png;base64,@@@", "media_decode_failed"),
-        ("ftp://example.com/a.png", "media_fetch_failed"),
-        ("http://127.0.0.1:9/none.png", "media_fetch_failed"),
+        ("ftp://example.com/a.png", "media_blocked"),
+        ("http://127.0.0.1:9/none.png", "media_blocked"),
+        ("http://169.254.169.254/latest/meta-data", "media_blocked"),
         (data_url(image_bytes(400, 400, seed=1)), "media_too_large"),
     ],
 )
 def test_bad_media_is_400_naming_the_part(client: TestClient, engine: FakeEngine, url: str, code: str) -> None:
     messages = user(text("look"), {"type": "image_url", "image_url": {"url": url}})
     error = assert_openai_error(chat(client, messages=messages), 400, code=code)
-    assert error["param"] == "messages[0].content[1].image_url.url"
+    assert error["param"] == "messages[0].content[1].image_url"
     assert "0x" not in error["message"]
     assert engine.requests == []  # never reached the engine
     assert client.get("/health").status_code == 200
@@ -260,33 +261,40 @@ def test_bad_media_is_400_naming_the_part(client: TestClient, engine: FakeEngine
 
 def test_bad_video_is_400(client: TestClient) -> None:
     messages = user({"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAAAAAA"}})
-    assert_openai_error(chat(client, messages=messages), 400, param="messages[0].content[0].video_url.url")
+    assert_openai_error(chat(client, messages=messages), 400, param="messages[0].content[0].video_url")
 
 
-def test_too_many_images_refused_before_any_fetch(client: TestClient) -> None:
-    hits: list[str] = []
+def test_too_many_images_refused_before_any_fetch(private_client: TestClient, assets: AssetServer) -> None:
+    url = assets.add("/a.png", image_bytes())
+    parts = [{"type": "image_url", "image_url": {"url": url}} for _ in range(4)]
+    assert_openai_error(chat(private_client, messages=user(*parts)), 400, code="too_many_media_items")
+    assert assets.hits == []
+    assert chat(private_client, messages=user(*parts[:3])).status_code == 200
+    assert len(assets.hits) == 3
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(image_bytes())
 
-        def log_message(self, *args: Any) -> None:
-            pass
+def test_loopback_asset_server_is_never_hit_by_default(client: TestClient, assets: AssetServer) -> None:
+    url = assets.add("/a.png", image_bytes())
+    error = assert_openai_error(
+        chat(client, messages=user({"type": "image_url", "image_url": {"url": url}})), 400, code="media_blocked"
+    )
+    assert "127.0.0.1" not in error["message"]
+    assert assets.hits == []
+    assert chat(client, messages=user({"type": "image_url", "image_url": {"url": IMAGE}})).status_code == 200
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/a.png"
-        parts = [{"type": "image_url", "image_url": {"url": url}} for _ in range(4)]
-        assert_openai_error(chat(client, messages=user(*parts)), 400, code="too_many_images")
-        assert hits == []
-        assert chat(client, messages=user(*parts[:3])).status_code == 200
-        assert len(hits) == 3
-    finally:
-        server.shutdown()
+
+def test_redirect_to_loopback_is_refused(engine: FakeEngine, assets: AssetServer) -> None:
+    """Even with private addresses allowed for the origin, a redirect to a blocked host fails its own check."""
+    from fastapi.testclient import TestClient as _Client
+
+    settings = Settings(warmup=False, media_allow_private_addresses=True, media_denied_domains=["localhost"])
+    target = assets.add("/secret.png", image_bytes())
+    start = assets.add("/start", b"", status=302, headers={"Location": target.replace("127.0.0.1", "localhost")})
+    with _Client(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
+        assert_openai_error(
+            chat(c, messages=user({"type": "image_url", "image_url": {"url": start}})), 400, code="media_blocked"
+        )
+    assert assets.hits == ["/start"]
 
 
 def test_engine_failure_is_500_in_openai_format_and_server_stays_up(engine: FakeEngine, client: TestClient) -> None:
@@ -301,25 +309,8 @@ def test_dead_engine_is_503(engine: FakeEngine, client: TestClient) -> None:
     assert_openai_error(chat(client, messages=[{"role": "user", "content": "x"}]), 503, code="engine_unavailable")
 
 
-@pytest.fixture
-def http_image_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.end_headers()
-            self.wfile.write(image_bytes(20, 10))
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/pic.png"
-    server.shutdown()
-
-
-def test_image_over_http(client: TestClient, engine: FakeEngine, http_image_server: str) -> None:
-    response = chat(client, messages=user({"type": "image_url", "image_url": {"url": http_image_server}}))
+def test_image_over_http(private_client: TestClient, engine: FakeEngine, assets: AssetServer) -> None:
+    url = assets.add("/pic.png", image_bytes(20, 10), headers={"Content-Type": "image/png"})
+    response = chat(private_client, messages=user({"type": "image_url", "image_url": {"url": url}}))
     assert response.status_code == 200, response.text
     assert engine.requests[-1].images[0].size == (20, 10)

@@ -66,6 +66,8 @@ def live_server(*, moe: bool) -> Iterator[LiveServer]:
         enforce_eager=True,
         kv_cache_memory_bytes=1 << 30,
         limit_mm_per_prompt={"image": 4, "video": 2},
+        # The tests serve media from loopback: the operator's explicit switch (off by default) allows that.
+        media_allow_private_addresses=True,
     )
     app = create_app(settings)
     collect = _Collect()

@@ -8,7 +8,7 @@ from server.errors import MediaDecodeError, MediaTooLargeError
 from server.media import decode
 from tests.media_factory import image_bytes, mp4_bytes, noise_image
 
-PARAM = "messages[0].content[0].image_url.url"
+PARAM = "messages[0].content[0].image_url"
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])

@@ -1,19 +1,50 @@
+"""The fetcher under a policy: caps, deadlines, schemes, and SSRF rules (with a fake resolver and httpx.MockTransport)."""
+
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from server.errors import MediaDecodeError, MediaFetchError, MediaTooLargeError
-from server.media.fetch import decode_data_url, fetch_url
+from server.errors import (
+    MediaBlockedError,
+    MediaDecodeError,
+    MediaFetchError,
+    MediaTimeoutError,
+    MediaTooLargeError,
+)
+from server.media.fetch import Fetcher, FetchPolicy, decode_data_url
+from server.media.netguard import IPAddress, is_public, parse_ip
 
-PARAM = "messages[0].content[0].image_url.url"
+PARAM = "messages[0].content[0].image_url"
+PUBLIC = "93.184.216.34"
+
+Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def _client(handler: httpx.MockTransport) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=handler, follow_redirects=True, max_redirects=3)
+def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        if host not in table:
+            raise OSError("no such host")
+        return [ip for ip in (parse_ip(a) for a in table[host]) if ip is not None]
+
+    return resolve
+
+
+def fetcher(handler: Handler, *, table: dict[str, list[str]] | None = None, **policy: object) -> Fetcher:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler), follow_redirects=False)
+    return Fetcher(FetchPolicy(resolver=resolver(table or {"media.test": [PUBLIC]}), **policy), client)  # type: ignore[arg-type]
+
+
+async def get(f: Fetcher, url: str, max_bytes: int = 100, timeout_s: float = 5) -> bytes:
+    return await f.fetch(url, max_bytes=max_bytes, timeout_s=timeout_s, param=PARAM)
+
+
+# --- data URLs ---------------------------------------------------------------------------------------------------------
 
 
 def test_data_url_roundtrip() -> None:
@@ -22,12 +53,10 @@ def test_data_url_roundtrip() -> None:
     assert decode_data_url(url, max_bytes=1000, param=PARAM) == payload
 
 
-def test_data_url_over_cap_is_refused_before_decoding() -> None:
-    url = "data:image/png;base64," + "A" * 10_000
+def test_data_url_over_cap_is_refused_by_encoded_length() -> None:
     with pytest.raises(MediaTooLargeError) as info:
-        decode_data_url(url, max_bytes=1000, param=PARAM)
-    assert info.value.param == PARAM
-    assert "1000 bytes" in info.value.message
+        decode_data_url("data:image/png;base64," + "A" * 1400, max_bytes=1000, param=PARAM)
+    assert info.value.param == PARAM and "1000 bytes" in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -37,6 +66,8 @@ def test_data_url_over_cap_is_refused_before_decoding() -> None:
         "data:image/png,rawtext",
         "data:image/png;base64,!!!notbase64$$$",
         "data:image/png;base64,",
+        "data:image/png;base64,QUJD\nREVG",  # strict: no embedded line breaks
+        "data:image/png;base64,QUJ",  # bad padding
     ],
 )
 def test_bad_data_urls(url: str) -> None:
@@ -44,71 +75,216 @@ def test_bad_data_urls(url: str) -> None:
         decode_data_url(url, max_bytes=1000, param=PARAM)
 
 
-async def test_http_fetch_ok() -> None:
-    async with _client(httpx.MockTransport(lambda r: httpx.Response(200, content=b"abc"))) as client:
-        assert await fetch_url(client, "http://media.example/a.png", max_bytes=10, timeout_s=5, param=PARAM) == b"abc"
+# --- plain http behaviour ----------------------------------------------------------------------------------------------
+
+
+async def test_http_fetch_dials_the_validated_address_with_host_and_sni() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, content=b"abc")
+
+    f = fetcher(handler)
+    assert await get(f, "https://media.test/a.png") == b"abc"
+    assert await get(f, "http://media.test:8080/a.png") == b"abc"
+    assert seen[0].url.host == PUBLIC and seen[0].headers["host"] == "media.test"
+    assert seen[0].extensions["sni_hostname"] == "media.test"
+    assert seen[1].url.host == PUBLIC and seen[1].url.port == 8080 and seen[1].headers["host"] == "media.test:8080"
 
 
 async def test_http_error_status_is_a_400_class_error() -> None:
-    async with _client(httpx.MockTransport(lambda r: httpx.Response(404))) as client:
-        with pytest.raises(MediaFetchError) as info:
-            await fetch_url(client, "http://media.example/a.png", max_bytes=10, timeout_s=5, param=PARAM)
-    assert info.value.status_code == 400
-    assert "HTTP 404" in info.value.message
+    with pytest.raises(MediaFetchError) as info:
+        await get(fetcher(lambda r: httpx.Response(404)), "http://media.test/a.png")
+    assert info.value.status_code == 400 and "HTTP 404" in info.value.message
 
 
-async def test_body_cap_enforced_while_streaming_even_without_content_length() -> None:
+async def test_body_cap_enforced_while_streaming_without_content_length() -> None:
     async def body() -> AsyncIterator[bytes]:
-        yield b"x" * 8
-        yield b"x" * 8
+        yield b"x" * 80
+        yield b"x" * 80
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=body())  # streamed: no Content-Length
-
-    async with _client(httpx.MockTransport(handler)) as client:
-        with pytest.raises(MediaTooLargeError):
-            await fetch_url(client, "http://media.example/big", max_bytes=10, timeout_s=5, param=PARAM)
+    with pytest.raises(MediaTooLargeError):
+        await get(fetcher(lambda r: httpx.Response(200, content=body())), "http://media.test/big")
 
 
 async def test_lying_content_length_refused_up_front() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-length": "999999"}, content=b"x")
-
-    async with _client(httpx.MockTransport(handler)) as client:
-        with pytest.raises(MediaTooLargeError):
-            await fetch_url(client, "http://media.example/big", max_bytes=10, timeout_s=5, param=PARAM)
+    f = fetcher(lambda r: httpx.Response(200, headers={"content-length": "999999"}, content=b"x"))
+    with pytest.raises(MediaTooLargeError):
+        await get(f, "http://media.test/big")
 
 
-async def test_connect_error_is_a_fetch_error() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+async def test_connect_and_dns_errors_are_fetch_errors() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    async with _client(httpx.MockTransport(handler)) as client:
-        with pytest.raises(MediaFetchError) as info:
-            await fetch_url(client, "http://media.example/a.png", max_bytes=10, timeout_s=5, param=PARAM)
+    with pytest.raises(MediaFetchError) as info:
+        await get(fetcher(refuse), "http://media.test/a.png")
     assert "could not connect" in info.value.message
-
-
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://host/a.png", "gopher://x", "/relative/path.png"])
-async def test_other_schemes_refused(url: str) -> None:
-    async with _client(httpx.MockTransport(lambda r: httpx.Response(200, content=b"abc"))) as client:
-        with pytest.raises(MediaFetchError) as info:
-            await fetch_url(client, url, max_bytes=10, timeout_s=5, param=PARAM)
-    assert "not allowed" in info.value.message
+    with pytest.raises(MediaFetchError) as info:
+        await get(fetcher(refuse), "http://unknown.test/a.png")
+    assert "could not be resolved" in info.value.message
 
 
 async def test_total_deadline() -> None:
-    import asyncio
-
     async def slow_body() -> AsyncIterator[bytes]:
         yield b"x"
         await asyncio.sleep(5)
         yield b"y"
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=slow_body())
+    with pytest.raises(MediaTimeoutError) as info:
+        await get(fetcher(lambda r: httpx.Response(200, content=slow_body())), "http://media.test/slow", timeout_s=0.2)
+    assert info.value.code == "media_timeout" and "0.2 s" in info.value.message
 
-    async with _client(httpx.MockTransport(handler)) as client:
-        with pytest.raises(MediaFetchError) as info:
-            await fetch_url(client, "http://media.example/slow", max_bytes=10, timeout_s=0.2, param=PARAM)
-    assert "longer than 0.2 s" in info.value.message
+
+# --- SSRF rules --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",  # cloud metadata
+        "100.64.0.1",  # shared / CGNAT
+        "0.0.0.0",
+        "224.0.0.1",  # multicast
+        "::1",
+        "fd00::1",  # unique-local
+        "fe80::1",
+        "::ffff:127.0.0.1",  # IPv4-mapped
+        "::7f00:1",  # IPv4-compatible
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+    ],
+)
+def test_non_public_addresses(address: str) -> None:
+    ip = parse_ip(address)
+    assert ip is not None and not is_public(ip)
+
+
+def test_public_addresses() -> None:
+    for address in (PUBLIC, "8.8.8.8", "2606:4700:4700::1111"):
+        ip = parse_ip(address)
+        assert ip is not None and is_public(ip)
+
+
+@pytest.mark.parametrize(
+    ("url", "table"),
+    [
+        ("http://127.0.0.1/a.png", {}),
+        ("http://[::1]/a.png", {}),
+        ("http://[::ffff:10.0.0.1]/a.png", {}),
+        ("http://metadata.test/latest", {"metadata.test": ["169.254.169.254"]}),
+        ("http://mixed.test/a.png", {"mixed.test": [PUBLIC, "10.0.0.7"]}),  # a mixed answer is refused whole
+        ("http://localhost./a.png", {"localhost": ["127.0.0.1"]}),  # trailing dot
+        ("http://user:pw@media.test/a.png", {"media.test": [PUBLIC]}),  # userinfo
+        ("http://media.test\\@127.0.0.1/a.png", {"media.test": [PUBLIC]}),  # backslash trick
+    ],
+)
+async def test_blocked_targets_are_never_dialed(url: str, table: dict[str, list[str]]) -> None:
+    dialed: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        dialed.append(request)
+        return httpx.Response(200, content=b"secret")
+
+    with pytest.raises(MediaBlockedError) as info:
+        await get(fetcher(handler, table=table), url)
+    assert dialed == []
+    assert info.value.code == "media_blocked" and info.value.status_code == 400
+    for leaked in ("127.0.0.1", "10.0.0.7", "169.254", "::1"):
+        assert leaked not in info.value.message
+
+
+async def test_odd_ipv4_spellings_resolve_to_loopback_and_are_blocked() -> None:
+    # The system resolver turns these into 127.0.0.1 (inet_aton rules); the check runs on what was resolved.
+    dialed: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        dialed.append(str(request.url))
+        return httpx.Response(200, content=b"x")
+
+    for spelling in ("2130706433", "0x7f000001", "0177.0.0.1", "127.1"):
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        with pytest.raises((MediaBlockedError, MediaFetchError)):
+            await Fetcher(FetchPolicy(), client).fetch(
+                f"http://{spelling}/a.png", max_bytes=10, timeout_s=5, param=PARAM
+            )
+        assert dialed == []
+
+
+async def test_redirects_are_revalidated_at_every_hop() -> None:
+    dialed: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        dialed.append(request.headers["host"])
+        if request.url.path == "/start":
+            return httpx.Response(302, headers={"location": "http://internal.test/secret"})
+        return httpx.Response(200, content=b"secret")
+
+    table = {"media.test": [PUBLIC], "internal.test": ["10.0.0.5"]}
+    with pytest.raises(MediaBlockedError):
+        await get(fetcher(handler, table=table), "http://media.test/start")
+    assert dialed == ["media.test"]  # the private target was never dialed
+
+
+async def test_redirect_hop_cap_and_relative_redirects() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/final":
+            return httpx.Response(200, content=b"ok")
+        n = int(request.url.path.strip("/") or 0)
+        return httpx.Response(302, headers={"location": "/final" if n >= 2 else f"/{n + 1}"})
+
+    assert await get(fetcher(handler, max_redirects=3), "http://media.test/0") == b"ok"
+    with pytest.raises(MediaFetchError) as info:
+        await get(fetcher(handler, max_redirects=2), "http://media.test/0")
+    assert "redirects" in info.value.message
+
+
+async def test_redirect_to_another_scheme_is_blocked() -> None:
+    f = fetcher(lambda r: httpx.Response(302, headers={"location": "file:///etc/passwd"}))
+    with pytest.raises(MediaBlockedError):
+        await get(f, "http://media.test/x")
+
+
+async def test_allow_and_deny_lists() -> None:
+    table = {"cdn.example.com": [PUBLIC], "evil.test": [PUBLIC], "img.cdn.example.com": [PUBLIC]}
+    ok = lambda r: httpx.Response(200, content=b"ok")  # noqa: E731
+    f = fetcher(ok, table=table, allowed_domains=("cdn.example.com",))
+    assert await get(f, "http://img.cdn.example.com/a") == b"ok"
+    with pytest.raises(MediaBlockedError):
+        await get(f, "http://evil.test/a")
+    f = fetcher(ok, table=table, denied_domains=("evil.test",))
+    with pytest.raises(MediaBlockedError):
+        await get(f, "http://EVIL.test./a")
+
+
+async def test_allow_private_switch() -> None:
+    f = fetcher(lambda r: httpx.Response(200, content=b"ok"), table={"store.svc": ["10.0.0.9"]}, allow_private=True)
+    assert await get(f, "http://store.svc/a") == b"ok"
+
+
+@pytest.mark.parametrize("url", ["ftp://host/a.png", "gopher://x", "/relative/path.png", "javascript:alert(1)"])
+async def test_other_schemes_refused(url: str) -> None:
+    with pytest.raises(MediaBlockedError) as info:
+        await get(fetcher(lambda r: httpx.Response(200, content=b"abc")), url)
+    assert "not allowed" in info.value.message
+
+
+async def test_file_urls_only_under_the_configured_root(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"png!")
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    (root / "link").symlink_to(tmp_path / "secret.txt")
+    never = lambda r: httpx.Response(500)  # noqa: E731
+    with pytest.raises(MediaBlockedError):
+        await get(fetcher(never), f"file://{root}/a.png")  # off by default
+    f = fetcher(never, file_root=root)
+    assert await get(f, f"file://{root}/a.png") == b"png!"
+    for outside in (f"file://{tmp_path}/secret.txt", f"file://{root}/../secret.txt", f"file://{root}/link"):
+        with pytest.raises(MediaBlockedError):
+            await get(f, outside)

@@ -32,7 +32,7 @@ def test_parts_become_template_placeholders_in_order() -> None:
     assert conv.messages[0] == {"role": "system", "content": "be brief"}
     assert [p["type"] for p in conv.messages[1]["content"]] == ["text", "image", "video", "image", "video"]
     assert [r.url for r in conv.images] == ["data:,1", "data:,2"]
-    assert [r.param for r in conv.images] == ["messages[1].content[1].image_url.url", "messages[1].content[3].image"]
+    assert [r.param for r in conv.images] == ["messages[1].content[1].image_url", "messages[1].content[3].image"]
     assert conv.videos[0].url == ("data:,f1", "data:,f2") and conv.videos[0].fps == 1
     assert conv.videos[1].url == "data:,v" and conv.videos[1].fps == 4
 
@@ -49,8 +49,8 @@ def test_counts_checked_before_anything_is_fetched() -> None:
     )
     with pytest.raises(InvalidRequestError) as info:
         build_conversation(two_images.messages, limits)
-    assert info.value.code == "too_many_images" and "limit is 1" in info.value.message
+    assert info.value.code == "too_many_media_items" and "limit is 1" in info.value.message
     one_video = _request([{"role": "user", "content": [{"type": "video", "video": "http://x/v.mp4"}]}])
     with pytest.raises(InvalidRequestError) as info:
         build_conversation(one_video.messages, limits)
-    assert info.value.code == "too_many_videos"
+    assert info.value.code == "too_many_media_items"
