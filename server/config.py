@@ -33,6 +33,10 @@ class MediaLimits:
     max_videos_per_request: int
     decode_threads: int
     fetches_per_request: int
+    max_source_pixels: int
+    max_video_duration_s: float
+    image_max_pixels: int
+    video_total_pixels: int
 
 
 class Settings(BaseSettings):
@@ -96,6 +100,20 @@ class Settings(BaseSettings):
     media_video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (Qwen default 2).")
     media_max_video_frames: int = Field(64, ge=2, description="Most frames sampled from one video.")
     media_decode_threads: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+    media_max_image_source_pixels: int = Field(
+        8192 * 8192, gt=0, description="Largest image accepted, in pixels of the source (checked from its header)."
+    )
+    media_max_video_duration: float = Field(3600.0, gt=0, description="Longest video accepted, in seconds.")
+    media_image_max_pixels: int = Field(
+        16384 * 32 * 32,
+        gt=0,
+        description="Ceiling of an image's pixel budget after resizing (per-item max_pixels clamp).",
+    )
+    media_video_total_pixels: int = Field(
+        24576 * 32 * 32,
+        gt=0,
+        description="Ceiling of a video's total pixel budget over all frames (total_pixels clamp).",
+    )
     media_allow_private_addresses: bool = Field(
         False, description="Allow media URLs that resolve to loopback/private/link-local addresses (in-cluster stores)."
     )
@@ -135,6 +153,10 @@ class Settings(BaseSettings):
             max_videos_per_request=self.limit_mm_per_prompt.get("video", 2),
             decode_threads=self.media_decode_threads,
             fetches_per_request=self.media_fetches_per_request,
+            max_source_pixels=self.media_max_image_source_pixels,
+            max_video_duration_s=self.media_max_video_duration,
+            image_max_pixels=self.media_image_max_pixels,
+            video_total_pixels=self.media_video_total_pixels,
         )
 
     def fetch_policy(self) -> FetchPolicy:

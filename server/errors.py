@@ -128,3 +128,8 @@ class EngineUnavailableError(ServerError):
 
     status_code = 503
     default_code = "engine_unavailable"
+
+
+def describe_items(items: tuple[tuple[str, int], ...] | list[tuple[str, int]]) -> str:
+    """``messages[0].content[1].image_url: 256 tokens, …`` for context-length messages."""
+    return ", ".join(f"{param}: {tokens} tokens" for param, tokens in items) or "no media"

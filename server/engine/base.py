@@ -60,6 +60,11 @@ class EngineRequest:
     sampling: SamplingSpec
     images: tuple[Image.Image, ...] = ()
     videos: tuple[VideoInput, ...] = ()
+    # The gateway already resized these to their exact Qwen grid: the processor must not resize them again.
+    images_resized: bool = False
+    videos_resized: bool = False
+    # (param, predicted visual tokens) per item, for error messages that explain a context overflow.
+    visual_items: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,27 @@ class EngineStep:
     prompt_tokens: int
     choices: tuple[ChoiceDelta, ...]
     finished: bool
+    image_tokens: int = 0  # visual tokens of the prompt, as the engine placed them
+    video_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """The checkpoint's vision geometry and its processor's default budgets (read from the HF processor at start-up)."""
+
+    patch_size: int = 16
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    image_min_pixels: int = 65536
+    image_max_pixels: int = 16777216
+    video_min_pixels: int = 4096  # over T×H×W, as Qwen3-VL's video processor counts it
+    video_max_pixels: int = 25165824
+    video_cap_pixels_per_frame: bool = False
+    video_max_tokens_per_frame: int = 768
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ class ModelInfo:
     max_model_len: int
     created: int
     is_demo: bool = False
+    vision: VisionSpec = field(default_factory=lambda: VisionSpec())
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, FinishReason, ModelInfo
+from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, FinishReason, ModelInfo, VisionSpec
 from server.errors import ContextLengthError, EngineUnavailableError, ServerError
 
 # The fake counts a visual item as this many prompt tokens (the real engine counts its Qwen grid).
@@ -30,13 +30,23 @@ class FakeEngine:
     fail_with: ServerError | None = None
     fail_after: int | None = None  # with fail_with: fail after this many steps instead of before the first
     dead: bool = False
+    # The tiny demo checkpoint's budgets (small, so tests stay cheap).
+    vision: VisionSpec = field(
+        default_factory=lambda: VisionSpec(
+            image_min_pixels=4096, image_max_pixels=512 * 512, video_min_pixels=8192, video_max_pixels=16 * 256 * 256
+        )
+    )
     requests: list[EngineRequest] = field(default_factory=list)
     rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
 
     @property
     def model(self) -> ModelInfo:
         return ModelInfo(
-            name=self.model_name, path=f"/fake/{self.model_name}", max_model_len=self.max_model_len, created=1700000000
+            name=self.model_name,
+            path=f"/fake/{self.model_name}",
+            max_model_len=self.max_model_len,
+            created=1700000000,
+            vision=self.vision,
         )
 
     def render_prompt(self, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> str:

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, ModelInfo, SamplingSpec
+from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, ModelInfo, VisionSpec
 from server.errors import (
     ContextLengthError,
     EngineError,
     EngineUnavailableError,
     InvalidRequestError,
     ServerError,
+    describe_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class VllmEngine:
             max_model_len=int(llm.model_config.max_model_len),
             created=int(time.time()),
             is_demo=options.is_demo,
+            vision=_vision_spec(llm),
         )
         return cls(llm, info)
 
@@ -130,11 +132,12 @@ class VllmEngine:
         try:
             engine_input = await self._render(request)
             prompt_len = len(engine_input["prompt_token_ids"])
-            params = self._sampling_params(request.sampling, prompt_len)
+            params = self._sampling_params(request, prompt_len)
+            image_tokens, video_tokens = _placeholder_tokens(engine_input)
             stream = self._llm.generate(engine_input, params, request.request_id)
             async with contextlib.aclosing(stream):
                 async for out in stream:
-                    yield _step(out, prompt_len)
+                    yield _step(out, prompt_len, image_tokens, video_tokens)
         except ServerError:
             raise
         except EngineDeadError as exc:
@@ -157,6 +160,13 @@ class VllmEngine:
             mm["video"] = [(v.frames, v.metadata()) for v in request.videos]
         if mm:
             prompt["multi_modal_data"] = mm
+        kwargs: dict[str, Any] = {}
+        if request.images and request.images_resized:
+            kwargs["images_kwargs"] = {"do_resize": False}  # already at their exact Qwen grid
+        if request.videos and request.videos_resized:
+            kwargs["videos_kwargs"] = {"do_resize": False}
+        if kwargs:
+            prompt["mm_processor_kwargs"] = kwargs
         parsed = parse_model_prompt(self._llm.model_config, prompt)
         try:
             (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
@@ -170,23 +180,24 @@ class VllmEngine:
             raise InvalidRequestError("the media could not be processed by the model's processor") from exc
         return dict(engine_input)
 
-    def _sampling_params(self, spec: SamplingSpec, prompt_len: int) -> Any:
+    def _sampling_params(self, request: EngineRequest, prompt_len: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        spec = request.sampling
         room = self._info.max_model_len - prompt_len
+        media = f" (media: {describe_items(request.visual_items)})" if request.visual_items else ""
         if room <= 0:
             raise ContextLengthError(
                 f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
-                f"{prompt_len} tokens (text and visual), leaving no room for a completion",
+                f"{prompt_len} tokens{media}, leaving no room for a completion",
                 param="messages",
             )
         max_tokens = spec.max_tokens if spec.max_tokens is not None else room
         if max_tokens > room:
             raise ContextLengthError(
                 f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
-                f"{prompt_len} tokens (text and visual) and max_tokens asks for {max_tokens}; "
-                f"at most {room} completion tokens fit",
+                f"{prompt_len} tokens{media} and max_tokens asks for {max_tokens}; at most {room} completion tokens fit",
                 param="max_tokens",
             )
         kwargs: dict[str, Any] = {k: v for k, v in self._defaults.items() if k != "max_tokens"}
@@ -234,7 +245,34 @@ class _Closed:
         raise EngineUnavailableError("the inference engine has been shut down")
 
 
-def _step(out: Any, prompt_len: int) -> EngineStep:
+def _vision_spec(llm: Any) -> VisionSpec:
+    """The checkpoint's vision geometry and default budgets, read from the HF processor vLLM itself uses."""
+    try:
+        processor = llm.renderer.get_mm_processor().info.get_hf_processor()
+    except Exception:  # a text-only checkpoint: media are refused by vLLM anyway
+        logger.warning("no multimodal processor found; using Qwen3-VL's default vision geometry")
+        return VisionSpec()
+    image, video = processor.image_processor, processor.video_processor
+    return VisionSpec(
+        patch_size=int(image.patch_size),
+        merge_size=int(image.merge_size),
+        temporal_patch_size=int(image.temporal_patch_size),
+        image_min_pixels=int(image.size["shortest_edge"]),
+        image_max_pixels=int(image.size["longest_edge"]),
+        video_min_pixels=int(video.size["shortest_edge"]),
+        video_max_pixels=int(video.size["longest_edge"]),
+        video_cap_pixels_per_frame=bool(getattr(video, "cap_pixels_per_frame", False)),
+        video_max_tokens_per_frame=int(getattr(video, "max_video_tokens", 768)),
+    )
+
+
+def _placeholder_tokens(engine_input: Mapping[str, Any]) -> tuple[int, int]:
+    placeholders = engine_input.get("mm_placeholders") or {}
+    counts = [sum(int(p.get_num_embeds()) for p in placeholders.get(kind, [])) for kind in ("image", "video")]
+    return counts[0], counts[1]
+
+
+def _step(out: Any, prompt_len: int, image_tokens: int = 0, video_tokens: int = 0) -> EngineStep:
     choices = tuple(
         ChoiceDelta(
             index=int(o.index),
@@ -244,7 +282,13 @@ def _step(out: Any, prompt_len: int) -> EngineStep:
         )
         for o in out.outputs
     )
-    return EngineStep(prompt_tokens=prompt_len, choices=choices, finished=bool(out.finished))
+    return EngineStep(
+        prompt_tokens=prompt_len,
+        choices=choices,
+        finished=bool(out.finished),
+        image_tokens=image_tokens,
+        video_tokens=video_tokens,
+    )
 
 
 def _validation_error(exc: Any) -> InvalidRequestError:

@@ -24,40 +24,73 @@ class TextPart(_Part):
     text: str
 
 
-class ImageURL(_Part):
+PixelCount = Annotated[int, Field(ge=1, le=1 << 31)]
+Side = Annotated[int, Field(ge=1, le=1 << 16)]
+FrameCount = Annotated[int, Field(ge=1, le=1 << 16)]
+Fps = Annotated[float, Field(gt=0, le=60)]
+
+
+class ImageControlFields(_Part):
+    """qwen-vl-utils' per-image controls (pixels are H×W; rounded to Qwen3-VL's 32-pixel grid; clamped to server ceilings)."""
+
+    min_pixels: PixelCount | None = None
+    max_pixels: PixelCount | None = None
+    resized_height: Side | None = None
+    resized_width: Side | None = None
+
+
+class VideoControlFields(_Part):
+    """qwen-vl-utils' per-video controls: frame sampling (fps or nframes, min/max frames) and pixel budgets."""
+
+    fps: Fps | None = None
+    nframes: FrameCount | None = None
+    min_frames: FrameCount | None = None
+    max_frames: FrameCount | None = None
+    min_pixels: PixelCount | None = None
+    max_pixels: PixelCount | None = None
+    total_pixels: PixelCount | None = None
+    resized_height: Side | None = None
+    resized_width: Side | None = None
+    sample_fps: Fps | None = None  # the rate of a frame-list video
+
+    @model_validator(mode="after")
+    def _fps_or_nframes(self) -> VideoControlFields:
+        if self.fps is not None and self.nframes is not None:
+            raise ValueError("set either fps or nframes, not both")
+        return self
+
+
+class ImageURL(ImageControlFields):
     url: str = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImageURLPart(_Part):
+class ImageURLPart(ImageControlFields):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class VideoURL(_Part):
+class VideoURL(VideoControlFields):
     url: str = Field(min_length=1)
 
 
-class VideoURLPart(_Part):
+class VideoURLPart(VideoControlFields):
     type: Literal["video_url"]
     video_url: VideoURL
-    fps: float | None = Field(None, gt=0, le=30)
 
 
-class ImagePart(_Part):
-    """The seed README's shape: ``{"type": "image", "image": "https://…" | "data:…"}``."""
+class ImagePart(ImageControlFields):
+    """The seed README's shape: ``{"type": "image", "image": "https://…" | "data:…", "max_pixels": …}``."""
 
     type: Literal["image"]
     image: str = Field(min_length=1)
 
 
-class VideoPart(_Part):
+class VideoPart(VideoControlFields):
     """The seed README's shape: a video URL, or a list of frame image URLs (``sample_fps`` gives their rate)."""
 
     type: Literal["video"]
     video: str | list[str] = Field(min_length=1)
-    fps: float | None = Field(None, gt=0, le=30)
-    sample_fps: float | None = Field(None, gt=0, le=30)
 
 
 ContentPart = Annotated[
@@ -129,10 +162,18 @@ class ChatCompletionRequest(BaseModel):
 # --- responses ----------------------------------------------------------------------------------------------------------
 
 
+class PromptTokensDetails(BaseModel):
+    """Visual tokens among the prompt tokens, as the engine placed them (video counts exclude timestamp text)."""
+
+    image_tokens: int = 0
+    video_tokens: int = 0
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
-from server.errors import EngineUnavailableError, ModelNotFoundError
-from server.media.loader import MediaLoader
+from server.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError, describe_items
+from server.media.loader import MediaLoader, PreparedMedia
 from server.schemas.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -20,6 +20,7 @@ from server.schemas.chat import (
     Choice,
     ChunkChoice,
     Delta,
+    PromptTokensDetails,
     Usage,
 )
 from server.service.prompt import build_conversation
@@ -41,6 +42,29 @@ class ChoiceState:
             if finish_reason == "abort":
                 raise EngineUnavailableError("the request was aborted by the server")
             self.finish_reason = finish_reason
+
+
+def _check_visual_budget(media: PreparedMedia, max_tokens: int | None, max_model_len: int) -> None:
+    """Refuse early (before the engine's processor runs) when the visual tokens alone cannot fit the context."""
+    if not media.items:
+        return
+    visual = sum(tokens for _, tokens in media.items)
+    needed = visual + (max_tokens or 1)
+    if needed > max_model_len:
+        raise ContextLengthError(
+            f"this model's maximum context length is {max_model_len} tokens; the media alone need {visual} tokens "
+            f"({describe_items(media.items)}) plus {max_tokens or 1} for the completion",
+            param="messages",
+        )
+
+
+def _usage(step_prompt: int, completion: int, image_tokens: int, video_tokens: int) -> Usage:
+    return Usage(
+        prompt_tokens=step_prompt,
+        completion_tokens=completion,
+        total_tokens=step_prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(image_tokens=image_tokens, video_tokens=video_tokens),
+    )
 
 
 def _openai_reason(reason: str | None) -> Literal["stop", "length"]:
@@ -77,14 +101,19 @@ class ChatService:
     async def prepare(self, req: ChatCompletionRequest, request_id: str) -> EngineRequest:
         self.check_model(req.model)
         conversation = build_conversation(req.messages, self._media.limits)
-        images, videos = await self._media.load(conversation.images, conversation.videos)
+        model = self._engine.model
+        media = await self._media.load(conversation.images, conversation.videos, model.vision)
+        _check_visual_budget(media, req.completion_limit, model.max_model_len)
         prompt = self._engine.render_prompt(conversation.messages)
         return EngineRequest(
             request_id=request_id,
             prompt=prompt,
             sampling=_sampling(req),
-            images=tuple(images),
-            videos=tuple(videos),
+            images=tuple(item.image for item in media.images),
+            videos=tuple(item.video for item in media.videos),
+            images_resized=True,
+            videos_resized=media.videos_resized,
+            visual_items=tuple(media.items),
         )
 
     async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
@@ -92,9 +121,9 @@ class ChatService:
         created = int(time.time())
         engine_request = await self.prepare(req, request_id)
         choices = [ChoiceState(i) for i in range(req.n)]
-        prompt_tokens = 0
+        last: EngineStep | None = None
         async for step in self._engine.generate(engine_request):
-            prompt_tokens = step.prompt_tokens
+            last = step
             for delta in step.choices:
                 choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
         completion_tokens = sum(c.tokens for c in choices)
@@ -110,10 +139,11 @@ class ChatService:
                 )
                 for c in choices
             ],
-            usage=Usage(
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                total_tokens=prompt_tokens + completion_tokens,
+            usage=_usage(
+                last.prompt_tokens if last else 0,
+                completion_tokens,
+                last.image_tokens if last else 0,
+                last.video_tokens if last else 0,
             ),
         )
 
@@ -175,11 +205,7 @@ class _ChunkStream:
                     yield self._chunk(out)
         if self._include_usage:
             completion = sum(c.tokens for c in self._choices)
-            usage = Usage(
-                prompt_tokens=self._prompt_tokens,
-                completion_tokens=completion,
-                total_tokens=self._prompt_tokens + completion,
-            )
+            usage = _usage(self._prompt_tokens, completion, self._first.image_tokens, self._first.video_tokens)
             yield self._chunk([], usage)
 
     async def _all_steps(self) -> AsyncGenerator[EngineStep, None]:

@@ -8,10 +8,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from server.config import MediaLimits
 from server.errors import InvalidRequestError
+from server.media.budget import ImageControls, VideoControls
 from server.media.loader import ImageRef, VideoRef
-from server.schemas.chat import ImagePart, ImageURLPart, Message, TextPart, VideoPart, VideoURLPart
+from server.schemas.chat import (
+    ImageControlFields,
+    ImagePart,
+    ImageURLPart,
+    Message,
+    TextPart,
+    VideoControlFields,
+    VideoPart,
+    VideoURLPart,
+)
 
 _TEMPLATE_ROLE = {"developer": "system"}
 
@@ -38,13 +50,14 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
             elif isinstance(part, ImageURLPart):
-                images.append(ImageRef(part.image_url.url, f"{where}.image_url"))
+                controls = _image_controls(part, part.image_url, detail=part.image_url.detail)
+                images.append(ImageRef(part.image_url.url, f"{where}.image_url", controls))
                 parts.append({"type": "image"})
             elif isinstance(part, ImagePart):
-                images.append(ImageRef(part.image, f"{where}.image"))
+                images.append(ImageRef(part.image, f"{where}.image", _image_controls(part)))
                 parts.append({"type": "image"})
             elif isinstance(part, VideoURLPart):
-                videos.append(VideoRef(part.video_url.url, f"{where}.video_url", fps=part.fps))
+                videos.append(VideoRef(part.video_url.url, f"{where}.video_url", _video_controls(part, part.video_url)))
                 parts.append({"type": "video"})
             elif isinstance(part, VideoPart):
                 videos.append(_video_part(part, f"{where}.video"))
@@ -55,9 +68,33 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
 
 
 def _video_part(part: VideoPart, param: str) -> VideoRef:
+    controls = _video_controls(part)
     if isinstance(part.video, list):
-        return VideoRef(tuple(part.video), param, fps=part.sample_fps or part.fps)
-    return VideoRef(part.video, param, fps=part.fps)
+        return VideoRef(tuple(part.video), param, controls, sample_fps=part.sample_fps or part.fps)
+    return VideoRef(part.video, param, controls)
+
+
+def _pick(name: str, *sources: BaseModel | None) -> Any:
+    """The first source that sets ``name`` wins (the nested ``image_url``/``video_url`` object before the part)."""
+    for source in sources:
+        value = getattr(source, name, None) if source is not None else None
+        if value is not None:
+            return value
+    return None
+
+
+def _image_controls(
+    part: ImageControlFields, inner: ImageControlFields | None = None, detail: Any = None
+) -> ImageControls:
+    fields = ("min_pixels", "max_pixels", "resized_height", "resized_width")
+    values = {name: _pick(name, inner, part) for name in fields}
+    return ImageControls(detail=detail, **values)
+
+
+def _video_controls(part: VideoControlFields, inner: VideoControlFields | None = None) -> VideoControls:
+    fields = ("fps", "nframes", "min_frames", "max_frames", "min_pixels", "max_pixels", "total_pixels")
+    values = {name: _pick(name, inner, part) for name in (*fields, "resized_height", "resized_width")}
+    return VideoControls(**values)
 
 
 def _check_counts(images: list[ImageRef], videos: list[VideoRef], limits: MediaLimits) -> None:

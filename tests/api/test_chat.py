@@ -78,7 +78,8 @@ def test_image_shapes(client: TestClient, engine: FakeEngine, part: dict[str, An
     response = chat(client, messages=user(part, text("What is this?")))
     completion = ChatCompletion.model_validate(response.json())
     request = engine.requests[-1]
-    assert len(request.images) == 1 and request.images[0].size == (64, 48)
+    assert len(request.images) == 1 and request.images_resized
+    assert request.images[0].size == (64, 64)  # 64×48 on the Qwen grid: smart_resize(48, 64, 32) → 64×64
     assert completion.usage is not None
     assert completion.usage.prompt_tokens >= FAKE_TOKENS_PER_IMAGE
     assert engine.rendered[-1][0]["content"] == [{"type": "image"}, {"type": "text", "text": "What is this?"}]
@@ -123,7 +124,7 @@ def test_multi_image_multi_turn_and_image_plus_video(client: TestClient, engine:
     response = chat(client, messages=messages)
     assert response.status_code == 200, response.text
     request = engine.requests[-1]
-    assert [im.size for im in request.images] == [(64, 48), (16, 16)]
+    assert [im.size for im in request.images] == [(64, 64), (64, 64)]  # 16×16 is raised to the 4096-pixel minimum
     assert len(request.videos) == 1
     rendered = engine.rendered[-1]
     assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
@@ -313,4 +314,4 @@ def test_image_over_http(private_client: TestClient, engine: FakeEngine, assets:
     url = assets.add("/pic.png", image_bytes(20, 10), headers={"Content-Type": "image/png"})
     response = chat(private_client, messages=user({"type": "image_url", "image_url": {"url": url}}))
     assert response.status_code == 200, response.text
-    assert engine.requests[-1].images[0].size == (20, 10)
+    assert engine.requests[-1].images[0].size == (96, 64)  # 20×10 raised to the minimum budget on the 32-px grid

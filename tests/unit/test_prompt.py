@@ -33,8 +33,28 @@ def test_parts_become_template_placeholders_in_order() -> None:
     assert [p["type"] for p in conv.messages[1]["content"]] == ["text", "image", "video", "image", "video"]
     assert [r.url for r in conv.images] == ["data:,1", "data:,2"]
     assert [r.param for r in conv.images] == ["messages[1].content[1].image_url", "messages[1].content[3].image"]
-    assert conv.videos[0].url == ("data:,f1", "data:,f2") and conv.videos[0].fps == 1
-    assert conv.videos[1].url == "data:,v" and conv.videos[1].fps == 4
+    assert conv.videos[0].url == ("data:,f1", "data:,f2") and conv.videos[0].sample_fps == 1
+    assert conv.videos[1].url == "data:,v" and conv.videos[1].controls.fps == 4
+
+
+def test_controls_are_read_from_the_part_and_its_url_object() -> None:
+    req = _request(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "data:,1", "max_pixels": 1000, "detail": "low"}},
+                    {"type": "image", "image": "data:,2", "min_pixels": 5, "resized_height": 64, "resized_width": 96},
+                    {"type": "video_url", "video_url": {"url": "data:,v", "nframes": 8}, "total_pixels": 99},
+                ],
+            }
+        ]
+    )
+    conv = build_conversation(req.messages, Settings().media_limits())
+    assert conv.images[0].controls.max_pixels == 1000 and conv.images[0].controls.detail == "low"
+    assert conv.images[1].controls.min_pixels == 5 and conv.images[1].controls.resized_width == 96
+    assert conv.videos[0].controls.nframes == 8 and conv.videos[0].controls.total_pixels == 99
+    assert conv.videos[0].controls.sets_pixels
 
 
 def test_counts_checked_before_anything_is_fetched() -> None:
