@@ -96,6 +96,8 @@ def image_size(
         max_pixels = controls.max_pixels
     if controls.min_pixels is not None:
         min_pixels = controls.min_pixels
+        if controls.max_pixels is None:  # an explicit minimum may exceed the processor's default maximum
+            max_pixels = max(max_pixels, min_pixels)
     max_pixels = max(floor, min(max_pixels, ceiling))
     min_pixels = max(floor, min(min_pixels, max_pixels))
     return _smart_resize(height, width, factor, min_pixels, max_pixels, param)

@@ -68,6 +68,7 @@ def live_server(*, moe: bool) -> Iterator[LiveServer]:
         limit_mm_per_prompt={"image": 4, "video": 2},
         # The tests serve media from loopback: the operator's explicit switch (off by default) allows that.
         media_allow_private_addresses=True,
+        media_image_max_pixels=1024 * 1024,
     )
     app = create_app(settings)
     collect = _Collect()
