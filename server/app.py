@@ -22,6 +22,7 @@ from server.api.metrics import GatewayMetrics, MetricsMiddleware
 from server.api.state import AppState
 from server.config import Settings
 from server.engine.base import Engine
+from server.media import budget
 from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
 from server.service.chat import ChatService
@@ -41,6 +42,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             state.engine = engine
             state.chat = ChatService(engine, media)
+        await asyncio.to_thread(budget.preload)
         starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
         try:
             yield

@@ -151,3 +151,12 @@ def default_video_frame_size(frames: int, height: int, width: int, spec: VisionS
 def visual_tokens(frames: int, height: int, width: int, spec: VisionSpec) -> int:
     groups = math.ceil(frames / spec.temporal_patch_size) if frames > 1 else 1
     return groups * (height // spec.factor) * (width // spec.factor)
+
+
+def preload() -> None:
+    """Import the resize math's modules now (qwen-vl-utils pulls in torch and torchvision: seconds, holding the GIL).
+
+    Called once at start-up, so that the first media request does not stall the event loop with an import.
+    """
+    import qwen_vl_utils.vision_process  # noqa: F401
+    import transformers.models.qwen3_vl.video_processing_qwen3_vl  # noqa: F401

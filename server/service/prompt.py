@@ -5,6 +5,7 @@ Limits on how many media parts a request may carry are checked here, before anyt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,25 @@ from server.schemas.chat import (
 
 _TEMPLATE_ROLE = {"developer": "system"}
 
+# Qwen's control and vision placeholder tokens. Text that spells one would be tokenized as the token itself: a vision
+# placeholder without media (the processor then fails or misaligns media) or a forged role boundary. Refused with a 400.
+_RESERVED = re.compile(
+    r"<\|(?:image_pad|video_pad|vision_start|vision_end|vision_pad|im_start|im_end|endoftext|"
+    r"object_ref_start|object_ref_end|box_start|box_end|quad_start|quad_end)\|>"
+)
+
+
+def _check_text(text: str, param: str) -> str:
+    found = _RESERVED.search(text)
+    if found:
+        raise InvalidRequestError(
+            f"{param} contains the reserved token '{found.group(0)}'; media go in image_url/video_url parts, "
+            "and the chat template adds role markers itself",
+            param=param,
+            code="reserved_token_in_text",
+        )
+    return text
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -42,13 +62,13 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
     for i, message in enumerate(messages):
         role = _TEMPLATE_ROLE.get(message.role, message.role)
         if message.content is None or isinstance(message.content, str):
-            out.append({"role": role, "content": message.content or ""})
+            out.append({"role": role, "content": _check_text(message.content or "", f"messages[{i}].content")})
             continue
         parts: list[dict[str, Any]] = []
         for j, part in enumerate(message.content):
             where = f"messages[{i}].content[{j}]"
             if isinstance(part, TextPart):
-                parts.append({"type": "text", "text": part.text})
+                parts.append({"type": "text", "text": _check_text(part.text, f"{where}.text")})
             elif isinstance(part, ImageURLPart):
                 controls = _image_controls(part, part.image_url, detail=part.image_url.detail)
                 images.append(ImageRef(part.image_url.url, f"{where}.image_url", controls))

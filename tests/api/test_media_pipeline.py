@@ -1,0 +1,90 @@
+"""The media stage's rules, each with a test that fails if the rule is removed (fake engine, real fetching/decoding)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from server.engine.fake import FakeEngine
+from tests.api.conftest import AssetServer
+from tests.api.test_chat import IMAGE, assert_openai_error, chat, user
+from tests.media_factory import image_bytes, mp4_bytes
+from tests.unit.test_decode import png_declaring
+
+
+def healthy(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+    assert chat(client, messages=user({"type": "image_url", "image_url": {"url": IMAGE}})).status_code == 200
+
+
+def image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_huge_declared_dimensions_refused_without_decoding(private_client: TestClient, assets: AssetServer) -> None:
+    url = assets.add("/bomb.png", png_declaring(9000, 9000))
+    error = assert_openai_error(chat(private_client, messages=user(image_part(url))), 400, code="media_too_large")
+    assert "9000x9000" in error["message"] and error["param"] == "messages[0].content[0].image_url"
+    healthy(private_client)
+
+
+def test_too_many_videos_and_frames_refused_with_zero_fetches(private_client: TestClient, assets: AssetServer) -> None:
+    clip = assets.add("/clip.mp4", mp4_bytes(frames=10, fps=5.0))
+    frame = assets.add("/f.png", image_bytes(32, 32))
+    videos = [{"type": "video_url", "video_url": {"url": clip}} for _ in range(2)]
+    assert_openai_error(chat(private_client, messages=user(*videos)), 400, code="too_many_media_items")
+    frames = {"type": "video", "video": [frame] * 65}  # over --media-max-video-frames (64)
+    assert_openai_error(chat(private_client, messages=user(frames)), 400, code="media_too_large")
+    assert assets.hits == []
+    healthy(private_client)
+
+
+def test_unsupported_format_and_degenerate_shapes(private_client: TestClient, assets: AssetServer) -> None:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "TIFF")
+    tiff = assets.add("/a.tiff", buf.getvalue())
+    assert_openai_error(chat(private_client, messages=user(image_part(tiff))), 400, code="media_unsupported")
+    sliver = assets.add("/sliver.png", image_bytes(4000, 10))
+    error = assert_openai_error(chat(private_client, messages=user(image_part(sliver))), 400, code="media_unsupported")
+    assert "aspect ratio" in error["message"]
+    dot = assets.add("/dot.png", image_bytes(1, 1))
+    assert chat(private_client, messages=user(image_part(dot))).status_code == 200  # 1×1 is resized up, not refused
+    healthy(private_client)
+
+
+def test_health_answers_quickly_while_large_media_decode(private_client: TestClient, assets: AssetServer) -> None:
+    urls = [assets.add(f"/big{i}.png", image_bytes(1800, 1800, "PNG", seed=i)) for i in range(3)]
+    clip = assets.add("/clip.mp4", mp4_bytes(frames=60, width=320, height=240, fps=10.0))
+    parts = [image_part(u) for u in urls] + [{"type": "video_url", "video_url": {"url": clip}}]
+    result: dict[str, Any] = {}
+
+    def send() -> None:
+        result["response"] = chat(private_client, messages=user(*parts))
+
+    worker = threading.Thread(target=send)
+    started = time.perf_counter()
+    worker.start()
+    latencies: list[float] = []
+    while worker.is_alive():
+        t0 = time.perf_counter()
+        assert private_client.get("/health").status_code == 200
+        latencies.append(time.perf_counter() - t0)
+        time.sleep(0.01)
+    worker.join()
+    busy = time.perf_counter() - started
+    assert result["response"].status_code == 200, result["response"].text
+    assert len(latencies) >= 3, f"the request took {busy:.2f} s; too quick to observe"
+    assert max(latencies) < 0.25, (max(latencies), busy)
+
+
+def test_engine_never_sees_media_after_a_rejection(client: TestClient, engine: FakeEngine) -> None:
+    bad = user(image_part(IMAGE), image_part("data:image/png;base64,AAAA"))
+    assert_openai_error(chat(client, messages=bad), 400, param="messages[0].content[1].image_url")
+    assert engine.requests == []
