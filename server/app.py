@@ -38,7 +38,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
         client = make_client()
-        media = MediaLoader(settings.media_limits(), Fetcher(settings.fetch_policy(), client), executor)
+        fetcher = Fetcher(settings.fetch_policy(), client)
+        media = MediaLoader(settings.media_limits(), fetcher, executor, state.metrics.media)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             state.engine = engine
             state.chat = ChatService(engine, media)

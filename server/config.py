@@ -37,6 +37,9 @@ class MediaLimits:
     max_video_duration_s: float
     image_max_pixels: int
     video_total_pixels: int
+    prepared_cache_bytes: int = 128 * 1024 * 1024
+    fetch_cache_bytes: int = 64 * 1024 * 1024
+    fetch_cache_ttl_s: float = 300.0
 
 
 class Settings(BaseSettings):
@@ -109,6 +112,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Ceiling of an image's pixel budget after resizing (per-item max_pixels clamp).",
     )
+    media_cache_bytes: int = Field(
+        128 * 1024 * 1024, ge=0, description="Memory for prepared (decoded, resized) media, by content and budget."
+    )
+    media_fetch_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="Memory for fetched media bytes, by URL.")
+    media_fetch_cache_ttl: float = Field(300.0, ge=0, description="Seconds a fetched URL's bytes are reused.")
     media_video_total_pixels: int = Field(
         24576 * 32 * 32,
         gt=0,
@@ -157,6 +165,9 @@ class Settings(BaseSettings):
             max_video_duration_s=self.media_max_video_duration,
             image_max_pixels=self.media_image_max_pixels,
             video_total_pixels=self.media_video_total_pixels,
+            prepared_cache_bytes=self.media_cache_bytes,
+            fetch_cache_bytes=self.media_fetch_cache_bytes,
+            fetch_cache_ttl_s=self.media_fetch_cache_ttl,
         )
 
     def fetch_policy(self) -> FetchPolicy:

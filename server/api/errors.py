@@ -14,7 +14,9 @@ from server.errors import InvalidRequestError, MethodNotAllowedError, NotFoundEr
 logger = logging.getLogger(__name__)
 
 
-def error_response(error: ServerError) -> JSONResponse:
+def error_response(error: ServerError, request: Request | None = None) -> JSONResponse:
+    if request is not None:
+        request.app.state.qwen3vl.metrics.count_error(error)
     return JSONResponse(error.to_dict(), status_code=error.status_code)
 
 
@@ -74,16 +76,16 @@ def install(app: FastAPI) -> None:
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
         if exc.status_code >= 500:
             logger.warning("request failed: %s (%s)", exc.code, exc.message)
-        return error_response(exc)
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"))
+            return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"), request)
         if exc.status_code == 405:
             return error_response(
                 MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}")
@@ -94,4 +96,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(ServerError("the server hit an unexpected error"))
+        return error_response(ServerError("the server hit an unexpected error"), request)

@@ -14,6 +14,9 @@ from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.errors import MediaError, ServerError
+from server.media.metrics import MediaMetrics
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -26,6 +29,13 @@ class GatewayMetrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self.errors = Counter(
+            "qwen3vl_request_errors",
+            "Requests that ended in an error, by HTTP status and stable error code.",
+            ["status", "code"],
+            registry=self.registry,
+        )
+        self.media = MediaMetrics(self.registry)
         self.latency = Histogram(
             "qwen3vl_http_request_duration_seconds",
             "Time from request start to the last byte of the response, by route.",
@@ -33,6 +43,11 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def count_error(self, error: ServerError) -> None:
+        self.errors.labels(str(error.status_code), error.code).inc()
+        if isinstance(error, MediaError) or error.code == "too_many_media_items":
+            self.media.rejections.labels(error.code).inc()
 
     def render(self) -> bytes:
         return prometheus_client.generate_latest(self.registry) + prometheus_client.generate_latest(

@@ -7,7 +7,7 @@ why), so an error mid-stream becomes a final ``error`` event in the OpenAI error
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from pydantic import BaseModel
 
@@ -22,16 +22,23 @@ def event(payload: BaseModel) -> bytes:
     return b"data: " + payload.model_dump_json().encode() + b"\n\n"
 
 
-async def encode(items: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+async def encode(
+    items: AsyncIterator[BaseModel], on_error: Callable[[ServerError], None] | None = None
+) -> AsyncIterator[bytes]:
+    error: ServerError | None = None
     try:
         async for item in items:
             yield event(item)
     except ServerError as exc:
         logger.info("stream ended with an error: %s", exc.code)
-        yield _error_event(exc)
+        error = exc
     except Exception:
         logger.exception("stream failed")
-        yield _error_event(ServerError("the server hit an unexpected error"))
+        error = ServerError("the server hit an unexpected error")
+    if error is not None:
+        if on_error is not None:
+            on_error(error)
+        yield _error_event(error)
     yield DONE
 
 

@@ -65,6 +65,9 @@ class EngineRequest:
     videos_resized: bool = False
     # (param, predicted visual tokens) per item, for error messages that explain a context overflow.
     visual_items: tuple[tuple[str, int], ...] = ()
+    # Stable ids of the prepared items (content + budget + pre-processing), so the engine's own caches can hit.
+    image_uuids: tuple[str, ...] = ()
+    video_uuids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

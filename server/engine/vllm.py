@@ -167,6 +167,13 @@ class VllmEngine:
             kwargs["videos_kwargs"] = {"do_resize": False}
         if kwargs:
             prompt["mm_processor_kwargs"] = kwargs
+        uuids: dict[str, list[str]] = {}
+        if request.images and len(request.image_uuids) == len(request.images):
+            uuids["image"] = list(request.image_uuids)
+        if request.videos and len(request.video_uuids) == len(request.videos):
+            uuids["video"] = list(request.video_uuids)
+        if uuids:
+            prompt["multi_modal_uuids"] = uuids
         parsed = parse_model_prompt(self._llm.model_config, prompt)
         try:
             (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])

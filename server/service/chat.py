@@ -114,6 +114,8 @@ class ChatService:
             images_resized=True,
             videos_resized=media.videos_resized,
             visual_items=tuple(media.items),
+            image_uuids=tuple(item.uuid for item in media.images),
+            video_uuids=tuple(item.uuid for item in media.videos),
         )
 
     async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -35,11 +36,13 @@ class AssetServer:
     def __init__(self) -> None:
         self.files: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.hits: list[str] = []
+        self.delay_s = 0.0
         assets = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 assets.hits.append(self.path)
+                time.sleep(assets.delay_s)
                 status, headers, body = assets.files.get(self.path, (404, {}, b""))
                 self.send_response(status)
                 for key, value in headers.items():

@@ -88,3 +88,59 @@ def test_engine_never_sees_media_after_a_rejection(client: TestClient, engine: F
     bad = user(image_part(IMAGE), image_part("data:image/png;base64,AAAA"))
     assert_openai_error(chat(client, messages=bad), 400, param="messages[0].content[1].image_url")
     assert engine.requests == []
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{want}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_repeated_image_is_fetched_once_and_served_from_the_cache(
+    private_client: TestClient, engine: FakeEngine, assets: AssetServer
+) -> None:
+    url = assets.add("/cat.png", image_bytes(300, 200, seed=4))
+    before = metric(private_client, "qwen3vl_media_cache_requests_total", cache="prepared", result="hit")
+    for _ in range(3):
+        assert chat(private_client, messages=user(image_part(url))).status_code == 200
+    assert assets.hits == ["/cat.png"]
+    assert metric(private_client, "qwen3vl_media_cache_requests_total", cache="prepared", result="hit") == before + 2
+    uuids = [r.image_uuids for r in engine.requests]
+    assert len(set(uuids)) == 1 and len(uuids[0]) == 1  # the engine gets the same stable id each time
+    # Another budget for the same bytes: no new fetch, a different prepared item and id
+    part = {"type": "image_url", "image_url": {"url": url, "max_pixels": 64 * 64}}
+    assert chat(private_client, messages=user(part)).status_code == 200
+    assert assets.hits == ["/cat.png"]
+    assert engine.requests[-1].image_uuids != uuids[0]
+    assert engine.requests[-1].images[0].size == (64, 32)  # 300×200 within 64×64 pixels on the 32-px grid
+
+
+def test_identical_urls_in_flight_are_fetched_once(private_client: TestClient, assets: AssetServer) -> None:
+    url = assets.add("/slow.png", image_bytes(50, 50, seed=8))
+    assets.delay_s = 0.3
+    results: list[int] = []
+
+    def send() -> None:
+        results.append(chat(private_client, messages=user(image_part(url), image_part(url))).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200, 200, 200]
+    assert assets.hits == ["/slow.png"]
+
+
+def test_media_metrics_and_rejection_counters(private_client: TestClient, assets: AssetServer) -> None:
+    url = assets.add("/m.png", image_bytes(64, 64, seed=2))
+    chat(private_client, messages=user(image_part(url)))
+    chat(private_client, messages=user(image_part("data:image/png;base64,AAAA")))
+    text = private_client.get("/metrics").text
+    assert 'qwen3vl_media_fetch_seconds_count{scheme="http"} 1.0' in text
+    assert 'qwen3vl_media_stage_seconds_count{kind="image",stage="decode"}' in text
+    assert 'qwen3vl_media_fetch_bytes_count{kind="image"} 1.0' in text
+    assert 'qwen3vl_media_rejections_total{code="media_decode_failed"} 1.0' in text
+    assert 'qwen3vl_request_errors_total{code="media_decode_failed",status="400"} 1.0' in text

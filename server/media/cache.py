@@ -1,0 +1,87 @@
+"""Content-addressed caches for the media stage: bounded by bytes, least recently used first out, optional expiry.
+
+No library in our stack offers an LRU bounded by the *size* of its values with expiry and an async single-flight, so
+these few lines are written here (``functools.lru_cache`` counts entries, not bytes, and cannot expire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+T = TypeVar("T")
+
+
+@dataclass
+class _Entry(Generic[V]):
+    value: V
+    size: int
+    expires: float
+
+
+class ByteLRU(Generic[V]):
+    def __init__(self, max_bytes: int, ttl_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: OrderedDict[Hashable, _Entry[V]] = OrderedDict()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires < self._clock():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry.value
+
+    def put(self, key: Hashable, value: V, size: int) -> None:
+        if size > self.max_bytes:
+            return  # larger than the whole cache: not worth evicting everything for
+        if key in self._entries:
+            self._drop(key)
+        expires = self._clock() + self.ttl_s if self.ttl_s is not None else float("inf")
+        self._entries[key] = _Entry(value, size, expires)
+        self.size += size
+        while self.size > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key)
+        self.size -= entry.size
+
+
+class SingleFlight:
+    """Concurrent calls with the same key share one execution (e.g. the same URL requested by many clients at once).
+
+    The shared work runs in its own task, so a caller that is cancelled does not cancel it for the others.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Task[object]] = {}
+
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """Return (result, shared): ``shared`` is True when another caller's execution was joined."""
+        task = self._running.get(key)
+        shared = task is not None
+        if task is None:
+
+            async def wrapped() -> object:
+                return await work()
+
+            task = asyncio.get_running_loop().create_task(wrapped())
+            self._running[key] = task
+            task.add_done_callback(lambda _t: self._running.pop(key, None))
+        result = await asyncio.shield(task)
+        return result, shared  # type: ignore[return-value]

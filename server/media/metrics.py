@@ -1,0 +1,41 @@
+"""Prometheus metrics of the media stage, registered in the app's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SIZES = (1e3, 1e4, 1e5, 1e6, 4e6, 1.6e7, 6.4e7, 2.56e8)
+
+
+class MediaMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.fetch_seconds = Histogram(
+            "qwen3vl_media_fetch_seconds",
+            "Time to fetch one media item's bytes.",
+            ["scheme"],
+            buckets=SECONDS,
+            registry=registry,
+        )
+        self.fetch_bytes = Histogram(
+            "qwen3vl_media_fetch_bytes", "Size of fetched media items.", ["kind"], buckets=SIZES, registry=registry
+        )
+        self.stage_seconds = Histogram(
+            "qwen3vl_media_stage_seconds",
+            "Time in each CPU stage of media preparation (decode, resize, hash).",
+            ["kind", "stage"],
+            buckets=SECONDS,
+            registry=registry,
+        )
+        self.cache = Counter(
+            "qwen3vl_media_cache_requests",
+            "Media cache look-ups by cache (bytes: fetched bytes by URL; prepared: decoded items by content and budget).",
+            ["cache", "result"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "qwen3vl_media_rejections",
+            "Requests refused by the media stage, by error code.",
+            ["code"],
+            registry=registry,
+        )
