@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -26,8 +27,19 @@ FRAME_FACTOR = 2  # Qwen3-VL's temporal patch: videos carry an even number of fr
 SizeFor = Callable[[int, int], tuple[int, int]]  # (height, width) → target (height, width)
 
 
-def decode_image(data: bytes, *, param: str, max_source_pixels: int, size_for: SizeFor | None = None) -> Image.Image:
-    """Decode to RGB at the size ``size_for`` picks from the header's dimensions (JPEGs are DCT-scaled when they can be)."""
+def decode_image(
+    data: bytes,
+    *,
+    param: str,
+    max_source_pixels: int,
+    size_for: SizeFor | None = None,
+    on_stage: Callable[[str, float], None] | None = None,
+) -> Image.Image:
+    """Decode to RGB at the size ``size_for`` picks from the header's dimensions (JPEGs are DCT-scaled when they can be).
+
+    ``on_stage`` receives the seconds spent decoding and resizing, for metrics.
+    """
+    started = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -56,8 +68,12 @@ def decode_image(data: bytes, *, param: str, max_source_pixels: int, size_for: S
         raise MediaTooLargeError(f"{param} has too many pixels", param=param) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise MediaDecodeError(f"{param} is not a decodable image", param=param) from exc
+    decoded = time.perf_counter()
     if image.size != (target_w, target_h):
         image = image.resize((target_w, target_h), Image.Resampling.BICUBIC)
+    if on_stage is not None:
+        on_stage("decode", decoded - started)
+        on_stage("resize", time.perf_counter() - decoded)
     return image
 
 

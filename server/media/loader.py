@@ -168,11 +168,17 @@ class MediaLoader:
         def size_for(height: int, width: int) -> tuple[int, int]:
             return image_size(height, width, ref.controls, spec, self.ceilings, ref.param)
 
-        image = await self._off_loop(
-            "image",
-            "decode",
+        def on_stage(stage: str, seconds: float) -> None:
+            self.metrics.stage_seconds.labels("image", stage).observe(seconds)
+
+        image = await asyncio.get_running_loop().run_in_executor(
+            self._executor,
             lambda: decode_image(
-                data, param=ref.param, max_source_pixels=self.limits.max_source_pixels, size_for=size_for
+                data,
+                param=ref.param,
+                max_source_pixels=self.limits.max_source_pixels,
+                size_for=size_for,
+                on_stage=on_stage,
             ),
         )
         tokens = visual_tokens(1, image.height, image.width, spec)

@@ -140,7 +140,24 @@ def test_media_metrics_and_rejection_counters(private_client: TestClient, assets
     chat(private_client, messages=user(image_part("data:image/png;base64,AAAA")))
     text = private_client.get("/metrics").text
     assert 'qwen3vl_media_fetch_seconds_count{scheme="http"} 1.0' in text
-    assert 'qwen3vl_media_stage_seconds_count{kind="image",stage="decode"}' in text
+    assert 'qwen3vl_media_stage_seconds_count{kind="image",stage="decode"} 1.0' in text
+    assert 'qwen3vl_media_stage_seconds_count{kind="image",stage="resize"} 1.0' in text
     assert 'qwen3vl_media_fetch_bytes_count{kind="image"} 1.0' in text
     assert 'qwen3vl_media_rejections_total{code="media_decode_failed"} 1.0' in text
     assert 'qwen3vl_request_errors_total{code="media_decode_failed",status="400"} 1.0' in text
+
+
+def test_visual_tokens_alone_over_the_context_are_refused_before_the_engine(
+    client: TestClient, engine: FakeEngine
+) -> None:
+    part = {"type": "image_url", "image_url": {"url": IMAGE, "min_pixels": 4_500_000}}
+    error = assert_openai_error(chat(client, messages=user(part), max_tokens=10), 400, code="context_length_exceeded")
+    assert "messages[0].content[0].image_url:" in error["message"] and "tokens" in error["message"]
+    assert engine.requests == []
+
+
+def test_streaming_requests_get_media_errors_as_plain_json(client: TestClient) -> None:
+    response = chat(client, messages=user(image_part("http://10.0.0.1/x.png")), stream=True)
+    error = assert_openai_error(response, 400, code="media_blocked")
+    assert response.headers["content-type"].startswith("application/json")
+    assert "10.0.0.1" not in error["message"]

@@ -97,3 +97,17 @@ def test_video_without_controls_is_counted_as_the_processor_resizes_it(dense_ser
         num_frames=4, height=96, width=128, temporal_factor=2, factor=32, min_pixels=8192, max_pixels=per_frame * 4
     )
     assert video_tokens == tokens(h, w, 4)
+
+
+def test_context_overflow_lists_each_items_tokens(dense_server: LiveServer) -> None:
+    from openai import BadRequestError
+
+    image = {"url": data_url(png(640, 480, seed=22))}
+    messages = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": image}, {"type": "text", "text": "Hi"}]}
+    ]
+    with pytest.raises(BadRequestError) as info:
+        complete(dense_server, messages, max_tokens=4096 - 100)
+    assert info.value.code == "context_length_exceeded"
+    expected = tokens(*smart_resize(480, 640, 32, TINY_MIN, TINY_MAX))
+    assert f"messages[0].content[0].image_url: {expected} tokens" in str(info.value)
