@@ -171,20 +171,28 @@ class MediaLoader:
         def on_stage(stage: str, seconds: float) -> None:
             self.metrics.stage_seconds.labels("image", stage).observe(seconds)
 
-        image = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
-            lambda: decode_image(
-                data,
-                param=ref.param,
-                max_source_pixels=self.limits.max_source_pixels,
-                size_for=size_for,
-                on_stage=on_stage,
-            ),
-        )
-        tokens = visual_tokens(1, image.height, image.width, spec)
-        prepared = PreparedImage(image=image, tokens=tokens, param=ref.param, uuid=_uuid(key))
-        self._prepared.put(key, prepared, image.width * image.height * 3)
-        return prepared
+        async def prepare() -> PreparedImage:
+            image = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                lambda: decode_image(
+                    data,
+                    param=ref.param,
+                    max_source_pixels=self.limits.max_source_pixels,
+                    size_for=size_for,
+                    on_stage=on_stage,
+                ),
+            )
+            tokens = visual_tokens(1, image.height, image.width, spec)
+            prepared = PreparedImage(image=image, tokens=tokens, param=ref.param, uuid=_uuid(key))
+            self._prepared.put(key, prepared, image.width * image.height * 3)
+            return prepared
+
+        # Identical items in flight (several requests, or one request repeating an image) are prepared once.
+        try:
+            shared, _ = await self._flights.run(("prepare", key), prepare)
+        except MediaError as exc:
+            raise _for_part(exc, ref.param) from exc
+        return replace(shared, param=ref.param)
 
     async def video(
         self, ref: VideoRef, spec: VisionSpec, resize: bool, slots: asyncio.Semaphore | None = None
