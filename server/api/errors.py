@@ -27,19 +27,17 @@ _PART_TAGS = frozenset({"text", "image_url", "video_url", "image", "video"})
 
 def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
     cleaned: list[int | str] = []
+    tag_dropped = False
     for i, item in enumerate(loc):
         if item == "body" and i == 0:
             continue
         if isinstance(item, str) and (item in _BRANCH_NAMES or "[" in item or "(" in item):
             continue
-        if (
-            isinstance(item, str)
-            and item in _PART_TAGS
-            and cleaned
-            and isinstance(cleaned[-1], int)
-            and i + 1 < len(loc)
-        ):
-            continue  # the discriminator's tag, e.g. content[0].<image_url>.image_url
+        after_index = bool(cleaned) and isinstance(cleaned[-1], int)
+        if isinstance(item, str) and item in _PART_TAGS and after_index and not tag_dropped and i + 1 < len(loc):
+            tag_dropped = True  # the discriminator's tag, e.g. content[0].<image_url>.image_url
+            continue
+        tag_dropped = False
         cleaned.append(item)
     return cleaned
 

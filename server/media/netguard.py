@@ -58,11 +58,23 @@ def all_public(addresses: Iterable[IPAddress]) -> bool:
     return bool(found) and all(is_public(ip) for ip in found)
 
 
+def _ascii_host(name: str) -> str:
+    """IDNA (punycode) form, as httpx puts it on the wire, so a Unicode list entry matches its encoded host."""
+    import idna  # installed with httpx, which uses it for the same conversion
+
+    name = name.strip().rstrip(".").lower()
+    leading = "." if name.startswith(".") else ""
+    try:
+        return leading + idna.encode(name.lstrip("."), uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return leading + name.lstrip(".")
+
+
 def host_matches(host: str, patterns: Iterable[str]) -> bool:
-    """``example.com`` matches itself and its subdomains; ``.example.com`` only subdomains."""
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
+    """``example.com`` matches itself and its subdomains; ``.example.com`` only subdomains (IDNA-normalized)."""
+    host = _ascii_host(host)
+    for raw in patterns:
+        pattern = _ascii_host(raw)
         if pattern.startswith("."):
             if host.endswith(pattern):
                 return True

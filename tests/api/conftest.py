@@ -37,12 +37,20 @@ class AssetServer:
         self.files: dict[str, tuple[int, dict[str, str], bytes]] = {}
         self.hits: list[str] = []
         self.delay_s = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        lock = threading.Lock()
         assets = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                assets.hits.append(self.path)
+                with lock:
+                    assets.hits.append(self.path)
+                    assets.in_flight += 1
+                    assets.max_in_flight = max(assets.max_in_flight, assets.in_flight)
                 time.sleep(assets.delay_s)
+                with lock:
+                    assets.in_flight -= 1
                 status, headers, body = assets.files.get(self.path, (404, {}, b""))
                 self.send_response(status)
                 for key, value in headers.items():

@@ -161,3 +161,26 @@ def test_streaming_requests_get_media_errors_as_plain_json(client: TestClient) -
     error = assert_openai_error(response, 400, code="media_blocked")
     assert response.headers["content-type"].startswith("application/json")
     assert "10.0.0.1" not in error["message"]
+
+
+def test_fetch_concurrency_is_bounded_per_request(engine: FakeEngine, assets: AssetServer) -> None:
+    from server.app import create_app
+    from server.config import Settings
+
+    settings = Settings(
+        warmup=False,
+        media_allow_private_addresses=True,
+        media_fetches_per_request=2,
+        limit_mm_per_prompt={"image": 6, "video": 0},
+    )
+    urls = [assets.add(f"/p{i}.png", image_bytes(40, 40, seed=30 + i)) for i in range(6)]
+    assets.delay_s = 0.15
+    with TestClient(create_app(settings, engine=engine)) as client:
+        assert chat(client, messages=user(*(image_part(u) for u in urls))).status_code == 200
+    assert len(assets.hits) == 6
+    assert assets.max_in_flight == 2
+
+
+def test_fps_over_the_ceiling_is_a_validation_error(client: TestClient) -> None:
+    part = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA", "fps": 120}}
+    assert_openai_error(chat(client, messages=user(part)), 400, param="messages[0].content[0].video_url.fps")

@@ -288,3 +288,29 @@ async def test_file_urls_only_under_the_configured_root(tmp_path: Path) -> None:
     for outside in (f"file://{tmp_path}/secret.txt", f"file://{root}/../secret.txt", f"file://{root}/link"):
         with pytest.raises(MediaBlockedError):
             await get(f, outside)
+
+
+async def test_lists_match_idna_hosts() -> None:
+    table = {"xn--bcher-kva.de": [PUBLIC]}
+    ok = lambda r: httpx.Response(200, content=b"ok")  # noqa: E731
+    with pytest.raises(MediaBlockedError):
+        await get(fetcher(ok, table=table, denied_domains=("bücher.de",)), "http://BÜCHER.de./a")
+    assert await get(fetcher(ok, table=table, allowed_domains=("bücher.de",)), "http://xn--bcher-kva.de/a") == b"ok"
+
+
+async def test_fetch_concurrency_is_bounded_overall() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return httpx.Response(200, content=b"x")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    f = Fetcher(FetchPolicy(resolver=resolver({"media.test": [PUBLIC]}), max_concurrency=3), client)
+    await asyncio.gather(*(get(f, f"http://media.test/{i}") for i in range(10)))
+    assert peak == 3
