@@ -50,7 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = Settings(_cli_parse_args=args, _cli_prog_name="qwen3vl-server")
     logging.getLogger().setLevel(settings.log_level.upper())
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )
     return 0
 
 

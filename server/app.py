@@ -15,9 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from server.api import chat, health, metrics, models
 from server.api import errors as error_handlers
+from server.api.guard import GuardConfig, GuardMiddleware
 from server.api.metrics import GatewayMetrics, MetricsMiddleware
 from server.api.state import AppState
 from server.config import Settings
@@ -58,6 +60,20 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=lifespan)
     app.state.qwen3vl = state
+    guard = GuardConfig(
+        api_keys=settings.all_api_keys(),
+        open_paths=frozenset(settings.open_paths),
+        max_body_bytes=settings.max_body_bytes,
+        max_headers=settings.max_headers,
+    )
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+        )
+    app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.draining)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     error_handlers.install(app)
     for router in (chat.router, models.router, health.router, metrics.router):

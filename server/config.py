@@ -59,6 +59,22 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # --- Access and HTTP limits -------------------------------------------------------------------------------------
+    api_keys: list[str] = Field(
+        default_factory=list, description="Accepted API keys (Authorization: Bearer). Empty: no auth."
+    )
+    api_key_file: Path | None = Field(None, description="File with one API key per line (added to --api-keys).")
+    open_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/startup", "/metrics", "/version"],
+        description="Routes reachable without a key when auth is on (exact paths).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Largest request body, enforced while reading (413)."
+    )
+    max_headers: int = Field(100, gt=0, description="Most request headers (431 beyond).")
+    max_header_bytes: int = Field(32 * 1024, gt=0, description="Largest request head (uvicorn's h11 limit).")
+    cors_allow_origins: list[str] = Field(default_factory=list, description="CORS origins; empty: CORS off.")
+
     # --- Model --------------------------------------------------------------------------------------------------------
     model: str | None = Field(
         None, description="Checkpoint directory or hub id. Unset: the embedded tiny random-weight demo model."
@@ -169,6 +185,12 @@ class Settings(BaseSettings):
             fetch_cache_bytes=self.media_fetch_cache_bytes,
             fetch_cache_ttl_s=self.media_fetch_cache_ttl,
         )
+
+    def all_api_keys(self) -> tuple[str, ...]:
+        keys = [k for k in self.api_keys if k]
+        if self.api_key_file is not None:
+            keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
+        return tuple(keys)
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(

@@ -44,6 +44,10 @@ class ServerError(Exception):
     def to_dict(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry (e.g. Retry-After)."""
+        return {}
+
 
 class InvalidRequestError(ServerError):
     """The request is malformed or asks for something outside the server's limits."""

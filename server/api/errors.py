@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.context import current_request_id
 from server.errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, ServerError
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,14 @@ logger = logging.getLogger(__name__)
 def error_response(error: ServerError, request: Request | None = None) -> JSONResponse:
     if request is not None:
         request.app.state.qwen3vl.metrics.count_error(error)
-    return JSONResponse(error.to_dict(), status_code=error.status_code)
+    return JSONResponse(error_body(error), status_code=error.status_code, headers=error.headers())
+
+
+def error_body(error: ServerError) -> dict[str, dict[str, str | None]]:
+    """The OpenAI error object, plus the request id (clients quote it in bug reports; we find it in our logs)."""
+    body = error.to_dict()
+    body["error"]["request_id"] = current_request_id()
+    return body
 
 
 # Union members and discriminator tags pydantic puts into error locations; they name no field of the request.
@@ -88,7 +96,15 @@ def install(app: FastAPI) -> None:
             return error_response(
                 MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}")
             )
-        body = {"error": {"message": str(exc.detail), "type": "invalid_request_error", "param": None, "code": None}}
+        body = {
+            "error": {
+                "message": str(exc.detail),
+                "type": "invalid_request_error",
+                "param": None,
+                "code": getattr(exc, "code", None),
+                "request_id": current_request_id(),
+            }
+        }
         return JSONResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(Exception)

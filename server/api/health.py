@@ -30,6 +30,8 @@ async def health(state: StateDep) -> JSONResponse:
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
     """200 only after the engine is up and the warm-up request (an image and a short video) has completed."""
+    if state.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     if not state.ready or state.engine is None:
         return JSONResponse({"status": "starting" if state.start_error is None else "failed"}, status_code=503)
     try:

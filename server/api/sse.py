@@ -6,11 +6,13 @@ why), so an error mid-stream becomes a final ``error`` event in the OpenAI error
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 
 from pydantic import BaseModel
 
+from server.api.context import current_request_id
 from server.errors import ServerError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,6 @@ async def encode(
 
 
 def _error_event(exc: ServerError) -> bytes:
-    import json
-
-    return b"data: " + json.dumps(exc.to_dict()).encode() + b"\n\n"
+    body = exc.to_dict()
+    body["error"]["request_id"] = current_request_id()
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -22,6 +22,7 @@ class AppState:
     engine: Engine | None = None
     chat: ChatService | None = None
     ready: bool = False
+    draining: bool = False
     starting: bool = True
     start_error: str | None = None
     started_at: float = field(default_factory=time.time)

@@ -38,7 +38,8 @@ def assert_openai_error(
     body = response.json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
+    assert set(error) == {"message", "type", "param", "code", "request_id"}
+    assert error["request_id"] == response.headers["x-request-id"]
     assert error["message"] and "Traceback" not in error["message"]
     if param is not None:
         assert error["param"] == param

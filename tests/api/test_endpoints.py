@@ -74,7 +74,7 @@ def test_metrics_counts_requests_by_route_and_status(client: TestClient) -> None
 def test_unknown_routes_in_openai_format(client: TestClient, method: str, path: str, status: int) -> None:
     response = client.request(method, path)
     assert response.status_code == status
-    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert set(response.json()["error"]) == {"message", "type", "param", "code", "request_id"}
 
 
 def test_two_apps_do_not_collide_on_metrics() -> None:
