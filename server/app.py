@@ -27,6 +27,7 @@ from server.engine.base import Engine
 from server.media import budget
 from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
+from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.warmup import warm_up
 
@@ -43,8 +44,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         fetcher = Fetcher(settings.fetch_policy(), client)
         media = MediaLoader(settings.media_limits(), fetcher, executor, state.metrics.media)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
-            state.engine = engine
-            state.chat = ChatService(engine, media)
+            _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
         starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
         try:
@@ -81,12 +81,24 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     return app
 
 
+def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
+    settings = state.settings
+    limits = AdmissionLimits(
+        max_running=settings.admission_max_running,
+        max_queued=settings.admission_max_queued,
+        max_running_tokens=settings.admission_max_running_tokens or 16 * engine.model.max_model_len,
+        max_wait_s=settings.admission_max_wait,
+    )
+    state.admission = Admission(limits, state.metrics.admission)
+    state.engine = engine
+    state.chat = ChatService(engine, media, state.admission)
+
+
 async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
     try:
         if given is None:
             engine = await asyncio.to_thread(_start_vllm, state.settings)
-            state.engine = engine
-            state.chat = ChatService(engine, media)
+            _serve_with(state, engine, media)
         else:
             engine = given
         if state.settings.warmup:

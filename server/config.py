@@ -75,6 +75,20 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, gt=0, description="Largest request head (uvicorn's h11 limit).")
     cors_allow_origins: list[str] = Field(default_factory=list, description="CORS origins; empty: CORS off.")
 
+    # --- Admission and deadlines ----------------------------------------------------------------------------------
+    admission_max_running: int = Field(64, ge=1, description="Requests admitted at once (the rest wait or get 429).")
+    admission_max_queued: int = Field(256, ge=0, description="Requests waiting for admission (beyond: 429 at once).")
+    admission_max_running_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Estimated tokens (visual + prompt + max_tokens) admitted at once; default 16 × context.",
+    )
+    admission_max_wait: float = Field(30.0, gt=0, description="Seconds a request may wait for admission (then 429).")
+    request_timeout: float | None = Field(
+        600.0, gt=0, description="Deadline per request in seconds (504); X-Request-Timeout may ask for less."
+    )
+    drain_timeout: float = Field(30.0, ge=0, description="Seconds in-flight requests may finish after SIGTERM.")
+
     # --- Model --------------------------------------------------------------------------------------------------------
     model: str | None = Field(
         None, description="Checkpoint directory or hub id. Unset: the embedded tiny random-weight demo model."

@@ -18,6 +18,9 @@ boundary that meets them, most specific first, with ``raise ... from exc``.
     ├── MethodNotAllowedError        405 invalid_request_error
     ├── NotFoundError                404 invalid_request_error
     │   └── ModelNotFoundError       404   code=model_not_found
+    ├── ClientDisconnectedError      499 (never seen by the client: for metrics and logs)
+    ├── OverloadedError              429 rate_limit_error code=overloaded (queue full or wait too long; Retry-After)
+    ├── RequestTimeoutError          504 server_error  code=request_timeout (the request's deadline passed)
     ├── EngineError                  500 server_error  code=engine_error
     └── EngineUnavailableError       503 server_error  code=engine_unavailable (dead, shutting down, not ready)
 
@@ -119,6 +122,34 @@ class NotFoundError(ServerError):
 
 class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
+
+
+class ClientDisconnectedError(ServerError):
+    """The client went away; the work for it was cancelled."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    default_code = "client_closed_request"
+
+
+class OverloadedError(ServerError):
+    """Admission control refused the request before any work was done; retry after ``retry_after`` seconds."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RequestTimeoutError(ServerError):
+    status_code = 504
+    default_code = "request_timeout"
 
 
 class EngineError(ServerError):

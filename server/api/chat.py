@@ -1,26 +1,77 @@
-"""``POST /v1/chat/completions``."""
+"""``POST /v1/chat/completions``.
+
+A client that disconnects cancels its work, streaming or not, whether it is waiting for admission, fetching media or
+generating: the engine request is aborted. ``X-Request-Timeout`` (seconds) may shorten the server's deadline.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from server.api import sse
 from server.api.state import ChatDep, StateDep
+from server.errors import ClientDisconnectedError, InvalidRequestError
 from server.schemas.chat import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter()
+T = TypeVar("T")
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def _timeout(request: Request, limit: float | None) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return limit
+    try:
+        asked = float(raw)
+    except ValueError:
+        asked = -1.0
+    if not asked > 0:
+        raise InvalidRequestError(f"{TIMEOUT_HEADER} must be a positive number of seconds", param=TIMEOUT_HEADER)
+    return asked if limit is None else min(asked, limit)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` unless the client leaves first; then cancel it (which aborts the engine request)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise ClientDisconnectedError("the client closed the connection")
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, chat: ChatDep, state: StateDep
+    body: ChatCompletionRequest, request: Request, chat: ChatDep, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
+    timeout = _timeout(request, state.settings.request_timeout)
     if not body.stream:
-        return await chat.complete(body)
-    chunks = await chat.open_stream(body)
+        return await until_disconnected(request, chat.complete(body, timeout))
+    stream = await until_disconnected(request, chat.open_stream(body, timeout))
     return StreamingResponse(
-        sse.encode(chunks, on_error=state.metrics.count_error),
+        sse.encode(stream.chunks, on_error=state.metrics.count_error),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(stream.aclose),
     )

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import MediaError, ServerError
 from server.media.metrics import MediaMetrics
+from server.service.admission import AdmissionMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -36,6 +37,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.media = MediaMetrics(self.registry)
+        self.admission = AdmissionMetrics(self.registry)
         self.latency = Histogram(
             "qwen3vl_http_request_duration_seconds",
             "Time from request start to the last byte of the response, by route.",

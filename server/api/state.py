@@ -12,6 +12,7 @@ from server.api.metrics import GatewayMetrics
 from server.config import Settings
 from server.engine.base import Engine
 from server.errors import EngineUnavailableError
+from server.service.admission import Admission
 from server.service.chat import ChatService
 
 
@@ -21,6 +22,7 @@ class AppState:
     metrics: GatewayMetrics
     engine: Engine | None = None
     chat: ChatService | None = None
+    admission: Admission | None = None
     ready: bool = False
     draining: bool = False
     starting: bool = True

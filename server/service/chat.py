@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
-from server.errors import ContextLengthError, EngineUnavailableError, ModelNotFoundError, describe_items
+from server.errors import (
+    ContextLengthError,
+    EngineUnavailableError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    describe_items,
+)
 from server.media.loader import MediaLoader, PreparedMedia
 from server.schemas.chat import (
     AssistantMessage,
@@ -23,7 +30,9 @@ from server.schemas.chat import (
     PromptTokensDetails,
     Usage,
 )
-from server.service.prompt import build_conversation
+from server.service.admission import Admission
+from server.service.cost import estimate_cost
+from server.service.prompt import Conversation, build_conversation
 
 
 @dataclass
@@ -88,9 +97,10 @@ def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
 
 
 class ChatService:
-    def __init__(self, engine: Engine, media: MediaLoader) -> None:
+    def __init__(self, engine: Engine, media: MediaLoader, admission: Admission) -> None:
         self._engine = engine
         self._media = media
+        self._admission = admission
 
     def check_model(self, name: str) -> None:
         if name != self._engine.model.name:
@@ -98,9 +108,14 @@ class ChatService:
                 f"the model '{name}' does not exist; this server serves '{self._engine.model.name}'", param="model"
             )
 
-    async def prepare(self, req: ChatCompletionRequest, request_id: str) -> EngineRequest:
+    def plan(self, req: ChatCompletionRequest) -> tuple[Conversation, int]:
+        """Everything decided before any work: the model, the media counts, the request's estimated cost."""
         self.check_model(req.model)
         conversation = build_conversation(req.messages, self._media.limits)
+        cost = estimate_cost(conversation, req.completion_limit, self._engine.model, self._media.ceilings)
+        return conversation, cost
+
+    async def prepare(self, req: ChatCompletionRequest, conversation: Conversation, request_id: str) -> EngineRequest:
         model = self._engine.model
         media = await self._media.load(conversation.images, conversation.videos, model.vision)
         _check_visual_budget(media, req.completion_limit, model.max_model_len)
@@ -118,16 +133,21 @@ class ChatService:
             video_uuids=tuple(item.uuid for item in media.videos),
         )
 
-    async def complete(self, req: ChatCompletionRequest) -> ChatCompletion:
+    async def complete(self, req: ChatCompletionRequest, timeout_s: float | None = None) -> ChatCompletion:
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        engine_request = await self.prepare(req, request_id)
+        conversation, cost = self.plan(req)
         choices = [ChoiceState(i) for i in range(req.n)]
         last: EngineStep | None = None
-        async for step in self._engine.generate(engine_request):
-            last = step
-            for delta in step.choices:
-                choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
+        try:
+            async with asyncio.timeout(timeout_s), self._admission.admit(cost):
+                engine_request = await self.prepare(req, conversation, request_id)
+                async for step in self._engine.generate(engine_request):
+                    last = step
+                    for delta in step.choices:
+                        choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
+        except TimeoutError as exc:
+            raise RequestTimeoutError(f"the request did not finish within its deadline of {timeout_s:g} s") from exc
         completion_tokens = sum(c.tokens for c in choices)
         return ChatCompletion(
             id=request_id,
@@ -149,17 +169,37 @@ class ChatService:
             ),
         )
 
-    async def open_stream(self, req: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """Prepare and start the request, wait for its first step (so early errors are plain HTTP errors), then stream."""
+    async def open_stream(self, req: ChatCompletionRequest, timeout_s: float | None = None) -> OpenStream:
+        """Admit, prepare and start the request, wait for its first step (so early errors are plain HTTP errors), then
+        stream. The admission slot is held until the stream ends, however it ends."""
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        engine_request = await self.prepare(req, request_id)
-        steps = aiter(self._engine.generate(engine_request))
+        conversation, cost = self.plan(req)
+        deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        resources = contextlib.AsyncExitStack()
         try:
-            first = await anext(steps)
+            async with asyncio.timeout_at(deadline):
+                await resources.enter_async_context(self._admission.admit(cost))
+                engine_request = await self.prepare(req, conversation, request_id)
+                steps = aiter(self._engine.generate(engine_request))
+                resources.push_async_callback(_close, steps)
+                first = await anext(steps)
+        except TimeoutError as exc:
+            await resources.aclose()
+            raise RequestTimeoutError(f"the request did not start within its deadline of {timeout_s:g} s") from exc
         except BaseException:
-            await _close(steps)
+            await resources.aclose()
             raise
-        return _ChunkStream(req, request_id, self._engine.model.name, first, steps).chunks()
+        stream = _ChunkStream(req, request_id, self._engine.model.name, first, steps, deadline, timeout_s)
+        return OpenStream(chunks=stream.chunks(resources), aclose=resources.aclose)
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """A started stream. ``aclose`` releases its admission slot and engine request even if ``chunks`` is never
+    iterated (a client that leaves between the first step and the first byte); it is safe to call more than once."""
+
+    chunks: AsyncIterator[ChatCompletionChunk]
+    aclose: Callable[[], Awaitable[None]]
 
 
 async def _close(steps: AsyncIterator[EngineStep]) -> None:
@@ -176,7 +216,11 @@ class _ChunkStream:
         model: str,
         first: EngineStep,
         steps: AsyncIterator[EngineStep],
+        deadline: float | None = None,
+        timeout_s: float | None = None,
     ) -> None:
+        self._deadline = deadline
+        self._timeout_s = timeout_s
         self._id = request_id
         self._model = model
         self._created = int(time.time())
@@ -189,7 +233,18 @@ class _ChunkStream:
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=choices, usage=usage)
 
-    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def chunks(self, resources: contextlib.AsyncExitStack) -> AsyncIterator[ChatCompletionChunk]:
+        async with resources:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    async for chunk in self._chunks():
+                        yield chunk
+            except TimeoutError as exc:
+                raise RequestTimeoutError(
+                    f"the request did not finish within its deadline of {self._timeout_s:g} s"
+                ) from exc
+
+    async def _chunks(self) -> AsyncIterator[ChatCompletionChunk]:
         async with contextlib.aclosing(self._all_steps()) as steps:
             yield self._chunk(
                 [ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices]
