@@ -7,11 +7,18 @@ qwen3vl-server tiny-model OUT_DIR [--moe]                                       
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from server import lifecycle
+from server.api.state import AppState
 
 
 def _tiny_model(argv: Sequence[str]) -> int:
@@ -42,23 +49,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "tiny-model":
         return _tiny_model(args[1:])
 
-    import uvicorn
-
     from server.app import create_app
     from server.config import Settings
 
     settings = Settings(_cli_parse_args=args, _cli_prog_name="qwen3vl-server")
     logging.getLogger().setLevel(settings.log_level.upper())
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=5,  # the drain already waited --drain-timeout for requests to finish
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    return 0
+    server = DrainingServer(config, app.state.qwen3vl)
+    server.run()
+    return int(app.state.qwen3vl.exit_code)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but the first SIGTERM/SIGINT drains (see server.lifecycle) before stopping; a second one stops now."""
+
+    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+        super().__init__(config)
+        self.state = state
+        self._draining = False
+        state.request_exit = self._request_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.state.draining = True  # readiness 503 and new requests refused, from this instant
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_stop()))
+
+    async def _drain_then_stop(self) -> None:
+        await lifecycle.drain(self.state, self.state.settings.drain_timeout)
+        self.should_exit = True
+
+    def _request_exit(self, code: int) -> None:
+        self.state.exit_code = code
+        self.should_exit = True
 
 
 if __name__ == "__main__":

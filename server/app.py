@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from server import lifecycle
 from server.api import chat, health, metrics, models
 from server.api import errors as error_handlers
 from server.api.guard import GuardConfig, GuardMiddleware
@@ -47,12 +48,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
         starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
+        guard_dog = asyncio.create_task(
+            lifecycle.watchdog(state, settings.engine_health_interval), name="engine-watchdog"
+        )
         try:
             yield
         finally:
-            starter.cancel()
-            with contextlib.suppress(BaseException):
-                await starter
+            for task in (starter, guard_dog):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             if engine is None and state.engine is not None:
                 await state.engine.shutdown()
             await client.aclose()
@@ -146,7 +151,7 @@ def _start_vllm(settings: Settings) -> Engine:
         multiprocessing=settings.engine_multiprocessing,
         extra=settings.engine_extra,
     )
-    return VllmEngine.start(options)
+    return VllmEngine.start(options, wedged_after_s=settings.engine_wedged_after)
 
 
 def _default_name(model: str, *, is_demo: bool, moe: bool) -> str:

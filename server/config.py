@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         600.0, gt=0, description="Deadline per request in seconds (504); X-Request-Timeout may ask for less."
     )
     drain_timeout: float = Field(30.0, ge=0, description="Seconds in-flight requests may finish after SIGTERM.")
+    engine_health_interval: float = Field(1.0, gt=0, description="Seconds between engine health checks (watchdog).")
+    engine_wedged_after: float = Field(
+        120.0, gt=0, description="With requests in flight, seconds without engine output before it counts as wedged."
+    )
 
     # --- Model --------------------------------------------------------------------------------------------------------
     model: str | None = Field(

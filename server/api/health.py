@@ -27,6 +27,16 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@router.get("/startup")
+async def startup(state: StateDep) -> JSONResponse:
+    """For a Kubernetes startupProbe: 503 while the model loads (minutes for a 235B checkpoint), 200 once it is up."""
+    if state.start_error is not None:
+        return JSONResponse({"status": "failed", "reason": state.start_error}, status_code=503)
+    if state.engine is None:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "started"})
+
+
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
     """200 only after the engine is up and the warm-up request (an image and a short video) has completed."""
@@ -34,6 +44,8 @@ async def ready(state: StateDep) -> JSONResponse:
         return JSONResponse({"status": "draining"}, status_code=503)
     if not state.ready or state.engine is None:
         return JSONResponse({"status": "starting" if state.start_error is None else "failed"}, status_code=503)
+    if state.admission is not None and state.admission.saturated:
+        return JSONResponse({"status": "saturated"}, status_code=503)
     try:
         await state.engine.check_health()
     except EngineUnavailableError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -28,6 +29,13 @@ class AppState:
     starting: bool = True
     start_error: str | None = None
     started_at: float = field(default_factory=time.time)
+    # Set by the process runner (__main__): ask the server to stop with an exit code (engine death → non-zero).
+    request_exit: Callable[[int], None] = field(default=lambda code: None)
+    exit_code: int = 0
+
+    @property
+    def busy(self) -> int:
+        return 0 if self.admission is None else self.admission.running + self.admission.queued
 
 
 def get_state(request: Request) -> AppState:

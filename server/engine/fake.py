@@ -36,6 +36,8 @@ class FakeEngine:
             image_min_pixels=4096, image_max_pixels=512 * 512, video_min_pixels=8192, video_max_pixels=16 * 256 * 256
         )
     )
+    aborted: int = 0
+    in_flight: int = 0
     requests: list[EngineRequest] = field(default_factory=list)
     rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
 
@@ -81,7 +83,24 @@ class FakeEngine:
             raise ContextLengthError(f"at most {room} completion tokens fit", param="max_tokens")
         outputs = [self._choice(max_tokens, request.sampling.stop) for _ in range(request.sampling.n)]
         longest = max(len(tokens) for tokens, _ in outputs)
+        epoch = self.aborted
+        self.in_flight += 1
+        try:
+            async for step in self._steps(outputs, longest, prompt_tokens, epoch):
+                yield step
+        finally:
+            self.in_flight -= 1
+
+    async def _steps(
+        self, outputs: list[tuple[list[str], FinishReason]], longest: int, prompt_tokens: int, epoch: int
+    ) -> AsyncIterator[EngineStep]:
         for step in range(longest):
+            if self.aborted != epoch:  # abort_all() was called: end every choice as vLLM does
+                aborted = tuple(
+                    ChoiceDelta(index=i, text="", token_ids=(), finish_reason="abort") for i in range(len(outputs))
+                )
+                yield EngineStep(prompt_tokens=prompt_tokens, choices=aborted, finished=True)
+                return
             if self.fail_with is not None and step == self.fail_after:
                 raise self.fail_with
             if self.delay_s:
@@ -113,6 +132,10 @@ class FakeEngine:
     async def check_health(self) -> None:
         if self.dead:
             raise EngineUnavailableError("the inference engine has stopped")
+
+    async def abort_all(self) -> int:
+        self.aborted += 1
+        return self.in_flight
 
     async def shutdown(self) -> None:
         self.dead = True

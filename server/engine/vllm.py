@@ -81,14 +81,18 @@ def _engine_args(options: EngineOptions) -> Any:
 class VllmEngine:
     """``Engine`` over an in-process ``AsyncLLM`` (its engine core runs in a child process unless told otherwise)."""
 
-    def __init__(self, llm: Any, info: ModelInfo) -> None:
+    def __init__(self, llm: Any, info: ModelInfo, wedged_after_s: float = 120.0) -> None:
         self._llm = llm
         self._info = info
+        # Progress watchdog: with requests in flight, the engine must produce output at least this often.
+        self._wedged_after_s = wedged_after_s
+        self._active: set[str] = set()
+        self._last_progress = time.monotonic()
         self._tokenizer = llm.get_tokenizer()
         self._defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
 
     @classmethod
-    def start(cls, options: EngineOptions) -> VllmEngine:
+    def start(cls, options: EngineOptions, wedged_after_s: float = 120.0) -> VllmEngine:
         """Start vLLM (blocking: seconds on a CPU, minutes for a large checkpoint on GPUs)."""
         if not options.multiprocessing:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -103,7 +107,7 @@ class VllmEngine:
             is_demo=options.is_demo,
             vision=_vision_spec(llm),
         )
-        return cls(llm, info)
+        return cls(llm, info, wedged_after_s)
 
     @property
     def model(self) -> ModelInfo:
@@ -135,9 +139,16 @@ class VllmEngine:
             params = self._sampling_params(request, prompt_len)
             image_tokens, video_tokens = _placeholder_tokens(engine_input)
             stream = self._llm.generate(engine_input, params, request.request_id)
-            async with contextlib.aclosing(stream):
-                async for out in stream:
-                    yield _step(out, prompt_len, image_tokens, video_tokens)
+            if not self._active:
+                self._last_progress = time.monotonic()
+            self._active.add(request.request_id)
+            try:
+                async with contextlib.aclosing(stream):
+                    async for out in stream:
+                        self._last_progress = time.monotonic()
+                        yield _step(out, prompt_len, image_tokens, video_tokens)
+            finally:
+                self._active.discard(request.request_id)
         except ServerError:
             raise
         except EngineDeadError as exc:
@@ -232,6 +243,15 @@ class VllmEngine:
             await self._llm.check_health()
         except Exception as exc:
             raise EngineUnavailableError("the inference engine has stopped") from exc
+        stalled = time.monotonic() - self._last_progress
+        if self._active and stalled > self._wedged_after_s:
+            raise EngineUnavailableError(f"the inference engine made no progress for {stalled:.0f} s")
+
+    async def abort_all(self) -> int:
+        ids = list(self._active)
+        if ids:
+            await self._llm.abort(ids)
+        return len(ids)
 
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, _Closed()

@@ -104,7 +104,8 @@ class Admission:
             async with asyncio.timeout(self.limits.max_wait_s):
                 await waiter.future
         except BaseException as exc:
-            if waiter.future.done() and not waiter.future.cancelled():
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
                 self._finish(cost)  # admitted at the last moment: give the slot back
             with contextlib.suppress(ValueError):
                 self._line.remove(waiter)
@@ -117,6 +118,21 @@ class Admission:
                     retry_after=self._retry_after(),
                 ) from None
             raise
+
+    @property
+    def queued(self) -> int:
+        return len(self._line)
+
+    def reject_waiting(self, error: Exception) -> int:
+        """Fail every request still waiting in line (e.g. when the server drains); returns how many."""
+        rejected = 0
+        while self._line:
+            waiter = self._line.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+                rejected += 1
+        self.metrics.queued.set(0)
+        return rejected
 
     def _start(self, cost: int) -> None:
         self._running += 1

@@ -1,0 +1,67 @@
+"""Drain and watchdog with the fake engine (the real-process versions live in tests/e2e/test_process.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from server import lifecycle
+from server.app import create_app
+from server.config import Settings
+from server.engine.fake import FakeEngine
+
+BODY = {"model": "fake-qwen3vl", "messages": [{"role": "user", "content": "x"}]}
+
+
+def test_drain_finishes_quick_requests_and_aborts_slow_ones_with_an_error_event() -> None:
+    engine = FakeEngine(script=tuple(f"t{i}" for i in range(50)), delay_s=0.05)
+    with TestClient(create_app(Settings(warmup=False), engine=engine)) as client:
+        state = client.app.state.qwen3vl  # type: ignore[attr-defined]
+        results: dict[str, Any] = {}
+
+        def stream() -> None:
+            results["stream"] = client.post("/v1/chat/completions", json={**BODY, "stream": True})
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        while state.busy == 0:
+            time.sleep(0.01)
+        started = time.perf_counter()
+        client.portal.call(lifecycle.drain, state, 0.3)  # type: ignore[union-attr]
+        assert time.perf_counter() - started < 0.3 + lifecycle.FLUSH_S
+        worker.join()
+        assert client.get("/ready").status_code == 503
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 503
+    events = [line[6:] for line in results["stream"].text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "engine_unavailable"
+    assert engine.aborted == 1 and engine.in_flight == 0
+
+
+def test_drain_with_nothing_in_flight_aborts_nothing() -> None:
+    engine = FakeEngine()
+    with TestClient(create_app(Settings(warmup=False), engine=engine)) as client:
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+        client.portal.call(lifecycle.drain, client.app.state.qwen3vl, 5.0)  # type: ignore[union-attr,attr-defined]
+    assert engine.aborted == 0
+
+
+def test_watchdog_asks_for_a_non_zero_exit_when_the_engine_dies() -> None:
+    engine = FakeEngine()
+    exits: list[int] = []
+    with TestClient(create_app(Settings(warmup=False, engine_health_interval=0.05), engine=engine)) as client:
+        client.app.state.qwen3vl.request_exit = exits.append  # type: ignore[attr-defined]
+        engine.dead = True
+        deadline = time.monotonic() + 5
+        while not exits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.get("/health").status_code == 503
+    assert exits == [1]
+
+
+def test_startup_probe(client: TestClient) -> None:
+    assert client.get("/startup").json() == {"status": "started"}
