@@ -81,7 +81,10 @@ def test_health_answers_quickly_while_large_media_decode(private_client: TestCli
     busy = time.perf_counter() - started
     assert result["response"].status_code == 200, result["response"].text
     assert len(latencies) >= 3, f"the request took {busy:.2f} s; too quick to observe"
-    assert max(latencies) < 0.25, (max(latencies), busy)
+    # A blocked event loop shows as seconds-long stalls (the preload bug stalled 4 s); scheduling noise on 2 shared
+    # cores stays well under half a second.
+    assert sorted(latencies)[len(latencies) // 2] < 0.05, latencies
+    assert max(latencies) < 0.5, (max(latencies), busy)
 
 
 def test_engine_never_sees_media_after_a_rejection(client: TestClient, engine: FakeEngine) -> None:
