@@ -17,7 +17,7 @@ from types import FrameType
 
 import uvicorn
 
-from server import lifecycle
+from server import lifecycle, logs
 from server.api.state import AppState
 
 
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.config import Settings
 
     settings = Settings(_cli_parse_args=args, _cli_prog_name="qwen3vl-server")
-    logging.getLogger().setLevel(settings.log_level.upper())
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,  # the drain already waited --drain-timeout for requests to finish
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        access_log=settings.log_format == "text",  # JSON logs have their own access line
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     server = DrainingServer(config, app.state.qwen3vl)
     server.run()

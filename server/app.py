@@ -79,7 +79,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-request-id"],
         )
     app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.draining)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=settings.log_format == "json")
     error_handlers.install(app)
     for router in (chat.router, models.router, health.router, metrics.router):
         app.include_router(router)
@@ -96,7 +96,7 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
     )
     state.admission = Admission(limits, state.metrics.admission)
     state.engine = engine
-    state.chat = ChatService(engine, media, state.admission)
+    state.chat = ChatService(engine, media, state.admission, state.metrics.generation)
 
 
 async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:

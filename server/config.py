@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: human-readable; json: one JSON object per line, plus a JSON access line per request."
+    )
 
     # --- Access and HTTP limits -------------------------------------------------------------------------------------
     api_keys: list[str] = Field(

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -19,6 +19,7 @@ from server.api import sse
 from server.api.state import ChatDep, StateDep
 from server.errors import ClientDisconnectedError, InvalidRequestError
 from server.schemas.chat import ChatCompletion, ChatCompletionRequest
+from server.service.timing import Timings
 
 router = APIRouter()
 T = TypeVar("T")
@@ -63,15 +64,20 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, chat: ChatDep, state: StateDep
+    body: ChatCompletionRequest, request: Request, response: Response, chat: ChatDep, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
     timeout = _timeout(request, state.settings.request_timeout)
+    timings = Timings()
+    request.state.timings = timings  # read by the access log
     if not body.stream:
-        return await until_disconnected(request, chat.complete(body, timeout))
-    stream = await until_disconnected(request, chat.open_stream(body, timeout))
+        completion = await until_disconnected(request, chat.complete(body, timeout, timings))
+        response.headers["Server-Timing"] = timings.server_timing()
+        return completion
+    stream = await until_disconnected(request, chat.open_stream(body, timeout, timings))
     return StreamingResponse(
         sse.encode(stream.chunks, on_error=state.metrics.count_error),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},
         background=BackgroundTask(stream.aclose),
     )

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 def error_response(error: ServerError, request: Request | None = None) -> JSONResponse:
     if request is not None:
         request.app.state.qwen3vl.metrics.count_error(error)
+        request.state.error_code = error.code
     return JSONResponse(error_body(error), status_code=error.status_code, headers=error.headers())
 
 

@@ -6,6 +6,7 @@ several apps (tests) never collide. ``/metrics`` renders both.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import prometheus_client
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.errors import MediaError, ServerError
 from server.media.metrics import MediaMetrics
 from server.service.admission import AdmissionMetrics
+from server.service.timing import GenerationMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -38,6 +40,7 @@ class GatewayMetrics:
         )
         self.media = MediaMetrics(self.registry)
         self.admission = AdmissionMetrics(self.registry)
+        self.generation = GenerationMetrics(self.registry)
         self.latency = Histogram(
             "qwen3vl_http_request_duration_seconds",
             "Time from request start to the last byte of the response, by route.",
@@ -58,11 +61,13 @@ class GatewayMetrics:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware (streams stay streams): counts requests and times them to the last byte."""
+    """Pure ASGI middleware (streams stay streams): counts requests and times them to the last byte; with JSON logs,
+    writes one access line per request (ids, route, status, error code, stage timings, token counts; never content)."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, access_log: bool = False) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,8 +88,30 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = str(scope.get("method", ""))
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(path, method, str(status)).inc()
-            self.metrics.latency.labels(path, method).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(path, method).observe(elapsed)
+            if self.access_log:
+                _access_line(scope, path, method, status, elapsed)
+
+
+access_logger = logging.getLogger("server.access")
+
+
+def _access_line(scope: Scope, route: str, method: str, status: int, elapsed: float) -> None:
+    state = scope.get("state", {})
+    fields: dict[str, object] = {
+        "request_id": state.get("request_id"),
+        "route": route,
+        "method": method,
+        "status": status,
+        "duration_ms": round(elapsed * 1000, 1),
+        "error_code": state.get("error_code"),
+    }
+    timings = state.get("timings")
+    if timings is not None:
+        fields.update(timings.as_log())
+    access_logger.info("request", extra={"fields": fields, "request_id": state.get("request_id")})
 
 
 router = APIRouter()

@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from prometheus_client import CollectorRegistry
+
 from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
 from server.errors import (
     ContextLengthError,
@@ -33,6 +35,7 @@ from server.schemas.chat import (
 from server.service.admission import Admission
 from server.service.cost import estimate_cost
 from server.service.prompt import Conversation, build_conversation
+from server.service.timing import GenerationMetrics, Timings
 
 
 @dataclass
@@ -97,10 +100,53 @@ def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
 
 
 class ChatService:
-    def __init__(self, engine: Engine, media: MediaLoader, admission: Admission) -> None:
+    def __init__(
+        self, engine: Engine, media: MediaLoader, admission: Admission, metrics: GenerationMetrics | None = None
+    ) -> None:
         self._engine = engine
         self._media = media
         self._admission = admission
+        self._metrics = metrics or GenerationMetrics(CollectorRegistry())
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, cost: int, timings: Timings) -> AsyncIterator[None]:
+        queued = time.perf_counter()
+        async with self._admission.admit(cost):
+            timings.queue_s = time.perf_counter() - queued
+            yield
+
+    async def _prepare_timed(
+        self, req: ChatCompletionRequest, conversation: Conversation, request_id: str, timings: Timings
+    ) -> EngineRequest:
+        started = time.perf_counter()
+        engine_request = await self.prepare(req, conversation, request_id)
+        timings.media_s = time.perf_counter() - started
+        self._metrics.media.observe(timings.media_s)
+        return engine_request
+
+    async def _observed(self, request: EngineRequest, timings: Timings) -> AsyncGenerator[EngineStep, None]:
+        """The engine's steps, recording time to first token, inter-token gaps and token counts on the way."""
+        last: float | None = None
+        steps = self._engine.generate(request)
+        try:
+            async for step in steps:
+                now = time.perf_counter()
+                if timings.first_token_s is None:
+                    timings.first_token_s = timings.since_start()
+                    self._metrics.ttft.observe(timings.first_token_s)
+                elif last is not None:
+                    self._metrics.itl.observe(now - last)
+                last = now
+                timings.prompt_tokens = step.prompt_tokens
+                timings.image_tokens, timings.video_tokens = step.image_tokens, step.video_tokens
+                timings.completion_tokens += sum(len(d.token_ids) for d in step.choices)
+                yield step
+        finally:
+            await _close(steps)  # closing the engine's generator aborts the engine request
+
+    def _finish(self, timings: Timings) -> None:
+        timings.total_s = timings.since_start()
+        self._metrics.finish(timings)
 
     def check_model(self, name: str) -> None:
         if name != self._engine.model.name:
@@ -133,21 +179,26 @@ class ChatService:
             video_uuids=tuple(item.uuid for item in media.videos),
         )
 
-    async def complete(self, req: ChatCompletionRequest, timeout_s: float | None = None) -> ChatCompletion:
+    async def complete(
+        self, req: ChatCompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
+    ) -> ChatCompletion:
+        timings = timings or Timings()
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         conversation, cost = self.plan(req)
         choices = [ChoiceState(i) for i in range(req.n)]
         last: EngineStep | None = None
         try:
-            async with asyncio.timeout(timeout_s), self._admission.admit(cost):
-                engine_request = await self.prepare(req, conversation, request_id)
-                async for step in self._engine.generate(engine_request):
+            async with asyncio.timeout(timeout_s), self._admitted(cost, timings):
+                engine_request = await self._prepare_timed(req, conversation, request_id, timings)
+                async for step in self._observed(engine_request, timings):
                     last = step
                     for delta in step.choices:
                         choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
         except TimeoutError as exc:
             raise RequestTimeoutError(f"the request did not finish within its deadline of {timeout_s:g} s") from exc
+        finally:
+            self._finish(timings)
         completion_tokens = sum(c.tokens for c in choices)
         return ChatCompletion(
             id=request_id,
@@ -169,18 +220,22 @@ class ChatService:
             ),
         )
 
-    async def open_stream(self, req: ChatCompletionRequest, timeout_s: float | None = None) -> OpenStream:
+    async def open_stream(
+        self, req: ChatCompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
+    ) -> OpenStream:
         """Admit, prepare and start the request, wait for its first step (so early errors are plain HTTP errors), then
         stream. The admission slot is held until the stream ends, however it ends."""
+        timings = timings or Timings()
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         conversation, cost = self.plan(req)
         deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
         resources = contextlib.AsyncExitStack()
+        resources.callback(self._finish, timings)
         try:
             async with asyncio.timeout_at(deadline):
-                await resources.enter_async_context(self._admission.admit(cost))
-                engine_request = await self.prepare(req, conversation, request_id)
-                steps = aiter(self._engine.generate(engine_request))
+                await resources.enter_async_context(self._admitted(cost, timings))
+                engine_request = await self._prepare_timed(req, conversation, request_id, timings)
+                steps = aiter(self._observed(engine_request, timings))
                 resources.push_async_callback(_close, steps)
                 first = await anext(steps)
         except TimeoutError as exc:
