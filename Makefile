@@ -14,7 +14,7 @@ SERVE_ARGS ?=
 STAMP := $(VENV)/.installed
 CPU_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1
 
-.PHONY: setup serve test lint typecheck importcheck pytest tiny-model clean
+.PHONY: setup tools serve test lint typecheck importcheck pytest tiny-model clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml deploy/cpu/postinstall.py
 	$(PY) -m pip install -q torch==2.13.0 -e '.[cpu,dev]'
 	$(PY) deploy/cpu/postinstall.py
 	touch $@
+
+# System tools the tests use: promtool (Debian's prometheus package) checks our /metrics output.
+tools:
+	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 tiny-model: setup
 	$(CPU_ENV) $(PY) -c "from server.models.tiny import cached_checkpoint; print(cached_checkpoint())"
@@ -42,7 +46,7 @@ typecheck: setup
 importcheck: setup
 	$(VENV)/bin/lint-imports
 
-pytest: setup
+pytest: setup tools
 	$(CPU_ENV) $(PY) -m pytest
 
 test: lint typecheck importcheck pytest

@@ -51,6 +51,7 @@ class SamplingSpec:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

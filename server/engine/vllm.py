@@ -234,6 +234,8 @@ class VllmEngine:
                 kwargs[name] = value
         if spec.stop:
             kwargs["stop"] = list(spec.stop)
+        if spec.ignore_eos:
+            kwargs["ignore_eos"] = True
         return SamplingParams(n=spec.n, max_tokens=max_tokens, output_kind=RequestOutputKind.DELTA, **kwargs)
 
     async def check_health(self) -> None:

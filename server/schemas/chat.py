@@ -138,6 +138,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens (load tests, benchmarks)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None

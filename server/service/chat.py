@@ -96,6 +96,7 @@ def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
         seed=req.seed,
         stop=req.stop_sequences,
         n=req.n,
+        ignore_eos=req.ignore_eos,
     )
 
 

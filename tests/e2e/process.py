@@ -1,0 +1,75 @@
+"""Run the server as a real process (``python -m server``), as an orchestrator would, for signal and failure tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import _free_port
+
+READY_TIMEOUT_S = 600
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def metric(self, name: str, headers: dict[str, str] | None = None) -> float:
+        """Sum of a metric's samples (all label sets) in a /metrics scrape."""
+        text = httpx.get(f"{self.base_url}/metrics", headers=headers, timeout=10).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name:
+                    total += sample.value
+        return total
+
+    def engine_core(self) -> psutil.Process:
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        cores = [p for p in children if "EngineCore" in p.name() + " ".join(p.cmdline())]
+        assert cores, [p.name() for p in children]
+        return cores[0]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    port = _free_port()
+    log_path = tmp / f"server-{port}.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    args = [sys.executable, "-m", "server", "--port", str(port), "--enforce-eager", "--max-model-len", "4096", *extra]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{server.base_url}/ready", timeout=5).status_code == 200:
+                    break
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not become ready")
+            time.sleep(0.5)
+        yield server
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
