@@ -41,7 +41,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
-        client = make_client()
+        client = make_client(settings.media_fetch_timeout)
         fetcher = Fetcher(settings.fetch_policy(), client)
         media = MediaLoader(settings.media_limits(), fetcher, executor, state.metrics.media)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background

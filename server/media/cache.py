@@ -82,6 +82,11 @@ class SingleFlight:
 
             task = asyncio.get_running_loop().create_task(wrapped())
             self._running[key] = task
-            task.add_done_callback(lambda _t: self._running.pop(key, None))
+            task.add_done_callback(lambda t: self._done(key, t))
         result = await asyncio.shield(task)
         return result, shared  # type: ignore[return-value]
+
+    def _done(self, key: Hashable, task: asyncio.Task[object]) -> None:
+        self._running.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: when every caller left, nobody else will (no "never retrieved" noise)

@@ -206,6 +206,7 @@ async def _read_body(response: httpx.Response, *, max_bytes: int, param: str) ->
     return b"".join(chunks)
 
 
-def make_client() -> httpx.AsyncClient:
-    # Redirects are followed by Fetcher (each hop re-validated); proxies from the environment are ignored.
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+def make_client(timeout_s: float = 10.0) -> httpx.AsyncClient:
+    # Redirects are followed by Fetcher (each hop re-validated); proxies from the environment are ignored. The total
+    # deadline is Fetcher's; httpx's own per-phase timeouts are set no tighter than it.
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout_s))

@@ -99,6 +99,12 @@ def live_server(*, moe: bool) -> Iterator[LiveServer]:
             logging.getLogger(name).removeHandler(collect)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the subprocess-server tests first: they start engines of their own, and on two cores two live engines
+    (each binding its OpenMP threads to both cores) starve each other. The shared in-process engine starts after."""
+    items.sort(key=lambda item: 0 if "test_process.py" in item.nodeid else 1)
+
+
 @pytest.fixture(scope="session")
 def dense_server() -> Iterator[LiveServer]:
     with live_server(moe=False) as server:

@@ -51,7 +51,13 @@ class ServerProcess:
 def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
     port = _free_port()
     log_path = tmp / f"server-{port}.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
     args = [sys.executable, "-m", "server", "--port", str(port), "--enforce-eager", "--max-model-len", "4096", *extra]
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -195,18 +195,27 @@ def test_server_timing_is_present_and_plausible(server: ServerProcess) -> None:
 def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> None:
     """Last in this module: it stops the shared server."""
     outcomes: list[tuple[int, list[str]]] = []
+    live = threading.Semaphore(0)
 
     def stream() -> None:
         request = body("Count slowly.", stream=True, max_tokens=1500, ignore_eos=True)
         with httpx.stream(
             "POST", f"{server.base_url}/v1/chat/completions", json=request, headers=AUTH, timeout=120
         ) as r:
-            outcomes.append((r.status_code, [line for line in r.iter_lines() if line]))
+            lines = []
+            for line in r.iter_lines():
+                if line:
+                    lines.append(line)
+                    if len(lines) == 2:
+                        live.release()  # streaming tokens now
+            outcomes.append((r.status_code, lines))
 
     threads = [threading.Thread(target=stream) for _ in range(2)]
     for t in threads:
         t.start()
-    wait_for(lambda: server.metric("qwen3vl_requests_running", AUTH) == 2, 30, "streams did not start")
+    for _ in threads:
+        assert live.acquire(timeout=60), "streams did not start"
+    assert server.metric("qwen3vl_requests_running", AUTH) == 2
     os.kill(server.process.pid, signal.SIGTERM)
     wait_for(lambda: httpx.get(f"{server.base_url}/ready", timeout=5).status_code == 503, 0.5, "readiness still 200")
     for t in threads:
@@ -222,15 +231,19 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
 def test_engine_failure_fails_in_flight_requests_and_exits_non_zero(tmp_path: Path) -> None:
     with server_process(tmp_path) as server:
         events: list[str] = []
+        live = threading.Event()
 
         def stream() -> None:
             request = body("Go on.", stream=True, max_tokens=3000, ignore_eos=True)
             with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=request, timeout=60) as r:
-                events.extend(line for line in r.iter_lines() if line)
+                for line in r.iter_lines():
+                    if line:
+                        events.append(line)
+                        live.set()
 
         worker = threading.Thread(target=stream)
         worker.start()
-        wait_for(lambda: server.metric("qwen3vl_requests_running") == 1, 30, "stream did not start")
+        assert live.wait(timeout=60), "stream did not start"
         server.engine_core().kill()
         worker.join(timeout=30)
         assert not worker.is_alive(), "the in-flight stream hung after the engine died"
