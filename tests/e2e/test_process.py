@@ -99,12 +99,12 @@ def test_burst_above_capacity_gets_200_or_429_only_and_rejections_fetch_nothing(
     server: ServerProcess, assets: AssetServer
 ) -> None:
     before = len(assets.hits)
-    urls = [assets.add(f"/burst{i}.png", image_bytes(64, 64, seed=100 + i)) for i in range(12)]
+    urls = [assets.add(f"/burst{i}.png", image_bytes(64, 64, seed=100 + i)) for i in range(16)]
     results: list[httpx.Response] = []
     lock = threading.Lock()
 
     def send(url: str) -> None:
-        request = body([{"type": "image_url", "image_url": {"url": url}}], max_tokens=64, ignore_eos=True)
+        request = body([{"type": "image_url", "image_url": {"url": url}}], max_tokens=600, ignore_eos=True)
         response = httpx.post(f"{server.base_url}/v1/chat/completions", json=request, headers=AUTH, timeout=120)
         with lock:
             results.append(response)
