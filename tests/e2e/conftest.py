@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,21 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_ready(base_url: str, failure: Callable[[], str | None]) -> None:
+    """Poll /ready until it says 200; ``failure`` returns a reason once the server can no longer come up."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/ready", timeout=5).status_code == 200:
+                return
+        reason = failure()
+        if reason is not None:
+            raise RuntimeError(reason)
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not become ready")
+        time.sleep(0.5)
 
 
 class _Collect(logging.Handler):
@@ -80,16 +95,12 @@ def live_server(*, moe: bool) -> Iterator[LiveServer]:
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=5).status_code == 200:
-                    break
-            if not thread.is_alive() or app.state.qwen3vl.start_error is not None:
-                raise RuntimeError(f"server failed to start: {app.state.qwen3vl.start_error}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not become ready")
-            time.sleep(0.5)
+
+        def failure() -> str | None:
+            alive = thread.is_alive() and app.state.qwen3vl.start_error is None
+            return None if alive else f"server failed to start: {app.state.qwen3vl.start_error}"
+
+        wait_until_ready(base, failure)
         model = app.state.qwen3vl.engine.model.name
         yield LiveServer(base_url=base, app=app, checkpoint=checkpoint, model=model, logs=collect.lines)
     finally:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import _free_port
-
-READY_TIMEOUT_S = 600
+from tests.e2e.conftest import _free_port, wait_until_ready
 
 
 @dataclass
@@ -63,16 +60,13 @@ def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProce
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.base_url}/ready", timeout=5).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not become ready")
-            time.sleep(0.5)
+
+        def failure() -> str | None:
+            if process.poll() is None:
+                return None
+            return f"server exited with {process.returncode}:\n{server.log()[-3000:]}"
+
+        wait_until_ready(server.base_url, failure)
         yield server
     finally:
         if process.poll() is None:
