@@ -32,7 +32,7 @@ from server.media.budget import (
 )
 from server.media.cache import ByteLRU, SingleFlight
 from server.media.decode import decode_image, frames_to_video, read_video, resize_frames, sample_indices
-from server.media.fetch import Fetcher
+from server.media.fetch import Fetcher, decode_data_url
 from server.media.metrics import MediaMetrics
 
 T = TypeVar("T")
@@ -133,8 +133,8 @@ class MediaLoader:
     ) -> bytes:
         fetch = self._fetcher.fetch
         timeout = self.limits.fetch_timeout_s
-        if url[:5].lower() == "data:":  # the bytes are in the request itself: nothing to fetch or remember
-            return await fetch(url, max_bytes=max_bytes, timeout_s=timeout, param=param)
+        if url[:5].lower() == "data:":  # the bytes are in the request itself: decode off the loop, nothing to remember
+            return await self._off_loop(kind, "base64", lambda: decode_data_url(url, max_bytes=max_bytes, param=param))
         key = (url, max_bytes)
         cached = self._fetched.get(key)
         self.metrics.cache.labels("bytes", "miss" if cached is None else "hit").inc()
