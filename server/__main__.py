@@ -35,6 +35,30 @@ def _tiny_model(argv: Sequence[str]) -> int:
     return 0
 
 
+def _profile(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="qwen3vl-server profile", description="Named H100 configurations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="List the profiles.")
+    show = sub.add_parser("show", help="Show a profile: its settings, reasons and the equivalent `vllm serve` command.")
+    show.add_argument("name")
+    args = parser.parse_args(list(argv))
+    from server.profiles import list_profiles, load_profile, vllm_serve_command
+
+    if args.command == "list":
+        for name in list_profiles():
+            print(f"{name:50s} {load_profile(name).description}")
+        return 0
+    profile = load_profile(args.name)
+    print(f"# {profile.name}: {profile.description}\n")
+    for key, reason in profile.reasons.items():
+        print(f"#   {key}: {reason}")
+    if profile.cpu_unsupported:
+        print("# checked by configuration only on CPU: " + "; ".join(profile.cpu_unsupported))
+    print()
+    print(vllm_serve_command(profile))
+    return 0
+
+
 def _offline_defaults() -> None:
     # Nothing may depend on a model hub at run time; a user who wants hub downloads sets these to 0 explicitly.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,11 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args and args[0] == "tiny-model":
         return _tiny_model(args[1:])
+    if args and args[0] == "profile":
+        return _profile(args[1:])
 
     from server.app import create_app
-    from server.config import Settings
+    from server.config import load_settings
 
-    settings = Settings(_cli_parse_args=args, _cli_prog_name="qwen3vl-server")
+    settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -31,6 +32,9 @@ from server.media.loader import MediaLoader
 from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.warmup import warm_up
+
+if TYPE_CHECKING:
+    from server.engine.vllm import EngineOptions
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -
 
 
 def _start_vllm(settings: Settings) -> Engine:
-    from server.engine.vllm import EngineOptions, VllmEngine
+    from server.engine.vllm import VllmEngine
     from server.models import tiny
 
     if settings.model is None:
@@ -133,8 +137,24 @@ def _start_vllm(settings: Settings) -> Engine:
         )
     else:
         model, is_demo = settings.model, False
+    options = engine_options(settings, model, is_demo=is_demo)
+    return VllmEngine.start(options, wedged_after_s=settings.engine_wedged_after)
+
+
+def _default_name(model: str, *, is_demo: bool, moe: bool) -> str:
+    if is_demo:
+        return "tiny-qwen3vl-moe" if moe else "tiny-qwen3vl"
+    local = Path(model)
+    # A local checkpoint is named by its folder; a hub id keeps its full "org/name" form, as vLLM does.
+    return local.resolve().name if local.exists() else model
+
+
+def engine_options(settings: Settings, model: str, *, is_demo: bool = False) -> EngineOptions:
+    """The engine arguments a Settings object asks for (also what the profile tests hand to vLLM's own parser)."""
+    from server.engine.vllm import EngineOptions
+
     name = settings.served_model_name or _default_name(model, is_demo=is_demo, moe=settings.tiny_moe)
-    options = EngineOptions(
+    return EngineOptions(
         model=model,
         served_model_name=name,
         is_demo=is_demo,
@@ -151,12 +171,3 @@ def _start_vllm(settings: Settings) -> Engine:
         multiprocessing=settings.engine_multiprocessing,
         extra=settings.engine_extra,
     )
-    return VllmEngine.start(options, wedged_after_s=settings.engine_wedged_after)
-
-
-def _default_name(model: str, *, is_demo: bool, moe: bool) -> str:
-    if is_demo:
-        return "tiny-qwen3vl-moe" if moe else "tiny-qwen3vl"
-    local = Path(model)
-    # A local checkpoint is named by its folder; a hub id keeps its full "org/name" form, as vLLM does.
-    return local.resolve().name if local.exists() else model

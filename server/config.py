@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     )
 
     # --- Model --------------------------------------------------------------------------------------------------------
+    profile: str | None = Field(
+        None,
+        description="A named H100 configuration (see `qwen3vl-server profile list`); flags and env still override it.",
+    )
     model: str | None = Field(
         None, description="Checkpoint directory or hub id. Unset: the embedded tiny random-weight demo model."
     )
@@ -222,3 +226,42 @@ class Settings(BaseSettings):
             file_root=self.media_file_root,
             max_concurrency=self.media_max_concurrent_fetches,
         )
+
+
+def load_settings(args: list[str] | None = None, **init: Any) -> Settings:
+    """Settings from (highest first) CLI flags, keyword arguments, ``QWEN3VL_*`` variables, the chosen profile, defaults."""
+    import os
+
+    from pydantic_settings import InitSettingsSource, PydanticBaseSettingsSource
+
+    from server.profiles import load_profile
+
+    name = _profile_flag(args or []) or init.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE")
+    cli: dict[str, Any] = {"_cli_parse_args": args, "_cli_prog_name": "qwen3vl-server"} if args is not None else {}
+    if not name:
+        return Settings(**cli, **init)
+    defaults = load_profile(str(name)).settings
+
+    class ProfiledSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            profile = InitSettingsSource(settings_cls, init_kwargs=defaults)
+            return init_settings, env_settings, dotenv_settings, file_secret_settings, profile
+
+    return ProfiledSettings(**cli, **init)
+
+
+def _profile_flag(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == "--profile" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--profile="):
+            return arg.split("=", 1)[1]
+    return None
