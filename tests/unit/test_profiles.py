@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_there_is_a_profile_per_deployment_named_in_the_issue() -> None:
 
 
 @pytest.mark.parametrize("name", PROFILES)
-def test_profile_is_valid_for_vllm(name: str) -> None:
+def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
     profile = load_profile(name)
     assert profile.description and profile.reasons
     for key in (
@@ -61,8 +62,11 @@ def test_profile_is_valid_for_vllm(name: str) -> None:
         assert key in profile.reasons, f"{name}: no reason given for {key}"
     settings = load_settings(profile=name)
     assert settings.model == profile.settings["model"]
-    from_cli = vllm_parse(vllm_cli_args(profile.settings))  # the `vllm serve` line we print
-    ours = _engine_args(engine_options(settings, settings.model or ""))  # what our server hands to AsyncLLM
+    # With HF_HUB_OFFLINE vLLM resolves a hub id to its local snapshot while building the arguments; no weights are here,
+    # so a local folder stands in for the model (the id itself is not what these checks are about).
+    local = str(tmp_path)
+    from_cli = vllm_parse(vllm_cli_args({**profile.settings, "model": local}))  # the `vllm serve` line we print
+    ours = _engine_args(engine_options(settings, local))  # what our server hands to AsyncLLM
     chosen = [k for k in ENGINE_FIELDS if k in profile.settings and k != "served_model_name"]
     chosen += ["model", *profile.settings.get("engine_extra", {})]
     known = {f.name for f in dataclasses.fields(ours)}
