@@ -67,7 +67,8 @@ def idle(server: ServerProcess) -> bool:
 
 
 def test_client_disconnect_mid_stream_aborts_the_engine_request(server: ServerProcess) -> None:
-    request = body("Tell me a long story.", stream=True, max_tokens=3000, ignore_eos=True)
+    generated_before = server.metric("vllm:generation_tokens_total", AUTH)
+    request = body("Tell me a long story.", stream=True, max_tokens=4000, ignore_eos=True)
     with (
         httpx.Client(timeout=60) as client,
         client.stream("POST", f"{server.base_url}/v1/chat/completions", json=request, headers=AUTH) as response,
@@ -76,10 +77,10 @@ def test_client_disconnect_mid_stream_aborts_the_engine_request(server: ServerPr
         lines = response.iter_lines()
         for _ in range(5):
             next(lines)
-        assert server.metric("vllm:num_requests_running", AUTH) == 1
-        assert server.metric("qwen3vl_requests_running", AUTH) == 1
-    # The client is gone: the engine request must be aborted, not left generating 3000 tokens.
+    # The client is gone: the engine request must be aborted, not left generating 4000 tokens.
     wait_for(lambda: idle(server), 1.0, "engine request not aborted within a second of the disconnect")
+    generated = server.metric("vllm:generation_tokens_total", AUTH) - generated_before
+    assert 0 < generated < 4000, generated
 
 
 def test_client_disconnect_mid_fetch_cancels_the_media_work(server: ServerProcess, assets: AssetServer) -> None:
@@ -194,11 +195,11 @@ def test_server_timing_is_present_and_plausible(server: ServerProcess) -> None:
 
 def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> None:
     """Last in this module: it stops the shared server."""
-    outcomes: list[tuple[int, list[str]]] = []
+    outcomes: list[tuple[int, list[str], float]] = []
     live = threading.Semaphore(0)
 
     def stream() -> None:
-        request = body("Count slowly.", stream=True, max_tokens=1500, ignore_eos=True)
+        request = body("Count slowly.", stream=True, max_tokens=4000, ignore_eos=True)
         with httpx.stream(
             "POST", f"{server.base_url}/v1/chat/completions", json=request, headers=AUTH, timeout=120
         ) as r:
@@ -208,20 +209,22 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
                     lines.append(line)
                     if len(lines) == 2:
                         live.release()  # streaming tokens now
-            outcomes.append((r.status_code, lines))
+            outcomes.append((r.status_code, lines, time.monotonic()))
 
     threads = [threading.Thread(target=stream) for _ in range(2)]
     for t in threads:
         t.start()
     for _ in threads:
         assert live.acquire(timeout=60), "streams did not start"
-    assert server.metric("qwen3vl_requests_running", AUTH) == 2
+    sent = time.monotonic()
     os.kill(server.process.pid, signal.SIGTERM)
     wait_for(lambda: httpx.get(f"{server.base_url}/ready", timeout=5).status_code == 503, 0.5, "readiness still 200")
     for t in threads:
         t.join()
     assert server.process.wait(timeout=120) == 0
-    for status, lines in outcomes:
+    assert len(outcomes) == 2
+    for status, lines, finished in outcomes:
+        assert finished > sent, "a stream ended before SIGTERM: nothing was drained"
         assert status == 200 and lines[-1] == "data: [DONE]"
         usage_or_finish = [json.loads(line[6:]) for line in lines[:-1]]
         assert not any("error" in event for event in usage_or_finish)
