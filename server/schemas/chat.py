@@ -114,6 +114,8 @@ class Message(BaseModel):
                     raise ValueError(f"a {self.role} message may contain only text parts")
         if self.content is None and self.role != "assistant":
             raise ValueError(f"a {self.role} message needs content")
+        if isinstance(self.content, list) and not self.content:
+            raise ValueError("content must be a string or a non-empty list of parts")
         return self
 
 

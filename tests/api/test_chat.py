@@ -212,6 +212,7 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     [
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0]"),
         ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
         ({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "x"}], "n": 100}, "n"),
