@@ -2,12 +2,15 @@
 
 qwen3vl-server [--model M] [--host H] [--port P] [--served-model-name NAME] [...]   serve (see --help)
 qwen3vl-server tiny-model OUT_DIR [--moe]                                          write the tiny checkpoint
+qwen3vl-server profile list | show NAME                                            the named H100 configurations
+qwen3vl-server plan --profile NAME [--config PATH] [--json]                        memory arithmetic of a profile
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -59,6 +62,37 @@ def _profile(argv: Sequence[str]) -> int:
     return 0
 
 
+def _plan(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="qwen3vl-server plan",
+        description="Memory arithmetic of a profile from the model's own config.json: weights per GPU, KV cache, "
+        "and how many full-budget images and videos fit. Server flags after the options override the profile.",
+    )
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--config", type=Path, help="The model's config.json (or its folder); default: found offline.")
+    parser.add_argument("--gpu-memory-gib", type=float, default=None, help="Memory per GPU (default: H100 80GB).")
+    parser.add_argument("--reserve-gib", type=float, default=None, help="Activations/graphs reserve per GPU.")
+    parser.add_argument("--json", action="store_true", help="Print the plan as JSON.")
+    args, overrides = parser.parse_known_args(list(argv))
+    from server import planner
+    from server.config import load_settings
+
+    settings = load_settings(["--profile", args.profile, *overrides])
+    config, source = planner.load_config(str(settings.model), args.config)
+    inputs = planner.inputs_for(
+        settings,
+        config,
+        gpu_memory_gib=args.gpu_memory_gib or planner.H100_MEMORY_GIB,
+        reserve_gib=planner.DEFAULT_RESERVE_GIB if args.reserve_gib is None else args.reserve_gib,
+    )
+    result = planner.plan(config, inputs)
+    if args.json:
+        print(json.dumps({"profile": args.profile, "config": source, **result.to_dict()}, indent=2))
+    else:
+        print(planner.render(args.profile, source, inputs, result))
+    return 1 if result.errors else 0
+
+
 def _offline_defaults() -> None:
     # Nothing may depend on a model hub at run time; a user who wants hub downloads sets these to 0 explicitly.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _tiny_model(args[1:])
     if args and args[0] == "profile":
         return _profile(args[1:])
+    if args and args[0] == "plan":
+        return _plan(args[1:])
 
     from server.app import create_app
     from server.config import load_settings
