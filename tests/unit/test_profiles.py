@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from server.__main__ import main
 from server.app import engine_options
 from server.config import load_settings
 from server.engine.vllm import _engine_args
+from server.planner import bundled_config_name
 from server.profiles import ENGINE_FIELDS, list_profiles, load_profile, vllm_cli_args
 
 PROFILES = list_profiles()
@@ -63,7 +65,11 @@ def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
     settings = load_settings(profile=name)
     assert settings.model == profile.settings["model"]
     # With HF_HUB_OFFLINE vLLM resolves a hub id to its local snapshot while building the arguments; no weights are here,
-    # so a local folder stands in for the model (the id itself is not what these checks are about).
+    # so a local folder holding the model's real config.json stands in for it (the id is not what these checks are about).
+    bundled = resources.files("server.profiles").joinpath(
+        "configs", str(bundled_config_name(profile.settings["model"]))
+    )
+    (tmp_path / "config.json").write_text(bundled.read_text())
     local = str(tmp_path)
     from_cli = vllm_parse(vllm_cli_args({**profile.settings, "model": local}))  # the `vllm serve` line we print
     ours = _engine_args(engine_options(settings, local))  # what our server hands to AsyncLLM
@@ -73,7 +79,17 @@ def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
     for key in chosen:
         assert key in known, f"{name}: {key} is not a vLLM engine argument"
         assert getattr(ours, key) == getattr(from_cli, key), f"{name}: {key} differs"
+    # vLLM's own ModelConfig over the real config.json: hf_overrides applied, max_model_len checked against the model's
+    # position limit (this is what caught a YaRN profile that raised max_model_len but not max_position_embeddings).
+    model_config = ours.create_model_config()
+    assert model_config.max_model_len == settings.max_model_len
+    assert model_config.multimodal_config is not None
+    assert model_config.multimodal_config.get_limit_per_prompt("image") == settings.limit_mm_per_prompt["image"]
     extra = profile.settings.get("engine_extra", {})
+    if "yarn" in name:
+        rope = model_config.hf_text_config.rope_parameters
+        assert (rope["rope_type"], rope["factor"], rope["rope_theta"]) == ("yarn", 3.0, 5000000)
+        assert rope["mrope_interleaved"] is True and rope["mrope_section"] == [24, 20, 20]
     if "thinking" in name:
         assert extra["reasoning_parser"] == "qwen3"
         assert extra["override_generation_config"]["temperature"] == 0.6
