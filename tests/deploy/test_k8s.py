@@ -568,7 +568,7 @@ def sh_script(c: Manifest) -> list[str]:
     return shlex.split(command[2])
 
 
-def test_leader_worker_set(rendered: dict[str, list[Manifest]]) -> None:
+def test_leader_worker_set(rendered: dict[str, list[Manifest]], tmp_path: Path) -> None:
     docs = rendered["multinode"]
     lws = one(docs, "LeaderWorkerSet")
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
@@ -600,7 +600,7 @@ def test_leader_worker_set(rendered: dict[str, list[Manifest]]) -> None:
 
     settings = load_settings(["--profile", profile, "--engine-extra", json.dumps(extra)])
     assert settings.engine_extra["mm_encoder_tp_mode"] == "data", "the profile's own engine_extra is kept"
-    engine_args = _engine_args(engine_options(settings, "/models/unused"))
+    engine_args = _engine_args(engine_options(settings, str(tmp_path)))  # a local folder stands in for the model
     assert (engine_args.distributed_executor_backend, engine_args.pipeline_parallel_size) == ("ray", pp)
     assert engine_args.tensor_parallel_size == tp
 
