@@ -657,3 +657,25 @@ def test_secret_examples_match_the_references_and_are_never_rendered() -> None:
         entries = [*kustomization.get("resources", []), *kustomization.get("components", [])]
         assert not any("examples" in entry for entry in entries), f"{path} must not render the examples"
     # ... and test_every_target_renders_its_resources allows no Secret in any rendered target.
+
+
+# --- The README's "Deploy on H100" walk-through --------------------------------------------------------------------------
+
+
+def test_readme_site_overlay_renders_the_names_the_readme_uses(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"cat > my-site/kustomization.yaml <<'YAML'\n(.*?)\nYAML\n", readme, re.S)
+    assert match, "README: the site overlay heredoc"
+    (tmp_path / "deploy").symlink_to(ROOT / "deploy")
+    (tmp_path / "my-site").mkdir()
+    (tmp_path / "my-site" / "kustomization.yaml").write_text(match.group(1) + "\n")
+    proc = subprocess.run(
+        [str(KUSTOMIZE), "build", str(tmp_path / "my-site")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    deployment, service = one(docs, "Deployment"), one(docs, "Service")
+    assert f"deploy/{deployment['metadata']['name']} " in readme and f"svc/{service['metadata']['name']} " in readme
+    assert {d["metadata"]["namespace"] for d in docs} == {"llm"}
+    images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example.com/qwen3vl-server:0.1"}
