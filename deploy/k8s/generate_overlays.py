@@ -31,7 +31,7 @@ BASE_NAME = "qwen3vl-server"  # metadata.name of the base's Deployment, Service,
 PVC_NAME = "qwen3vl-models"
 PROFILE_LABEL = "qwen3vl.io/profile"
 STARTUP_PERIOD_S = 10  # the base's startupProbe.periodSeconds
-# Settings.admission_max_running's default (tests/deploy/test_k8s.py keeps the two equal).
+# Settings.admission_max_running's default, for profiles that do not set it (tests/deploy/test_k8s.py keeps the two equal).
 ADMISSION_MAX_RUNNING = 64
 
 
@@ -42,6 +42,7 @@ class Overlay:
     model: str
     gpus: int
     max_num_seqs: int
+    admission_max_running: int
 
     @property
     def suffix(self) -> str:
@@ -86,7 +87,7 @@ class Overlay:
     @property
     def keda_threshold(self) -> int:
         # In-flight requests one replica should carry: 75% of what it runs at once.
-        return max(1, 3 * min(self.max_num_seqs, ADMISSION_MAX_RUNNING) // 4)
+        return max(1, 3 * min(self.max_num_seqs, self.admission_max_running) // 4)
 
     @property
     def keda_query(self) -> str:
@@ -105,6 +106,7 @@ def load_overlays() -> list[Overlay]:
                 model=str(settings["model"]),
                 gpus=int(settings.get("tensor_parallel_size", 1)),
                 max_num_seqs=int(settings.get("max_num_seqs") or ADMISSION_MAX_RUNNING),
+                admission_max_running=int(settings.get("admission_max_running") or ADMISSION_MAX_RUNNING),
             )
         )
     return overlays

@@ -156,6 +156,7 @@ def test_every_profile_fits_its_gpus(name: str, capsys: pytest.CaptureFixture[st
     result = json.loads(capsys.readouterr().out)
     assert result["errors"] == []
     assert result["kv_capacity_tokens"] >= result["max_model_len"]
+    assert result["warnings"] == []  # e.g. each profile's per-prompt media limits fit its max_model_len
 
 
 def test_plan_prints_the_arithmetic_and_fails_on_an_impossible_override(capsys: pytest.CaptureFixture[str]) -> None:
