@@ -1,0 +1,132 @@
+"""End-to-end: the load harness against the real app on the real engine, and its cross-check with vLLM's bench serve.
+
+Small loads (tiny images, a few tokens) keep the file to well under a minute and a half once the engine is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from benchmarks import load
+from benchmarks.peer import THROUGHPUT_TOLERANCE
+from tests.e2e.conftest import LiveServer
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+
+
+def _assert_ordered(stats: dict[str, Any]) -> None:
+    assert stats["count"] > 0
+    assert 0 <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+
+
+def test_closed_loop_sweep_writes_a_valid_result_and_plots(dense_server: LiveServer, tmp_path: Path) -> None:
+    out = tmp_path / "load"
+    argv = [
+        "--url", dense_server.base_url,
+        "--model", dense_server.model,
+        "--dataset", "unique-images",
+        "--num-requests", "6",
+        "--output-len", "8",
+        "--image-size", "64x64",
+        "--sweep-concurrency", "1,2",
+        "--goodput", "ttft:60000", "tpot:60000",
+        "--out", str(out),
+        "--no-progress",
+    ]  # fmt: skip
+    assert load.main(argv) == 0
+
+    report = json.loads((out / "result.json").read_text())
+    assert report["command"] == "python -m benchmarks.load " + " ".join(argv)
+    assert report["server_url"] == dense_server.base_url and report["model"] == dense_server.model
+    assert report["dataset"]["kind"] == "unique-images" and report["dataset"]["image_size"] == [64, 64]
+    assert [p["concurrency"] for p in report["points"]] == [1, 2]
+    for point in report["points"]:
+        s = point["summary"]
+        assert (s["requests"], s["completed"], s["failed"], s["errors"]) == (6, 6, 0, {})
+        assert s["total_output_tokens"] == 6 * 8 and s["ended_early"] == 0  # ignore_eos forces the length
+        assert s["usage_missing"] == 0 and s["total_input_tokens"] > 6 * 16
+        assert s["request_throughput"] > 0 and s["output_throughput"] == pytest.approx(48 / s["duration_s"])
+        assert s["good_requests"] == 6 and s["goodput"] == pytest.approx(s["request_throughput"])
+        assert s["dataset"]["distinct_images"] == 6
+        for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+            _assert_ordered(s[metric])
+        assert s["ttft_ms"]["max"] <= s["e2e_ms"]["max"]
+        assert len(point["records"]) == 6
+        for record in point["records"]:
+            assert record["ok"] and record["status"] == 200 and record["finish_reason"] == "length"
+            assert record["completion_tokens"] == 8 and record["prompt_tokens"] > 16
+            assert 0 < record["ttft_s"] <= record["e2e_s"] and record["start_s"] >= 0
+    # Different seeds per point: the second point's images are not the first's (no cache hits across points).
+    assert report["points"][0]["seed"] != report["points"][1]["seed"]
+    assert report["plots"] == ["latency_cdf.png", "throughput.png"]
+    for name in report["plots"]:
+        _assert_png(out / name)
+
+
+def test_open_loop_with_videos_and_errors(dense_server: LiveServer) -> None:
+    videos = load.make_dataset("videos", 3, frames=4, image_size=(64, 64), size_jitter=0.0, output_len=4)
+    texts = load.make_dataset("text", 3, output_len=4, seed=5)
+    requests = [x for pair in zip(videos, texts, strict=True) for x in pair]
+    result = asyncio.run(load.run_load(dense_server.base_url, dense_server.model, requests, rate=20.0, burstiness=0.5))
+    s = result.summary()
+    assert (s["completed"], s["failed"], s["total_output_tokens"]) == (6, 0, 24)
+    assert s["rate"] == 20.0 and s["burstiness"] == 0.5 and s["concurrency"] is None
+    offsets = load.arrival_offsets(6, 20.0, 0.5, seed=0)
+    for record, offset in zip(result.records, offsets, strict=True):
+        assert record.start_s - result.started_at >= offset - 0.005  # sent on schedule, never early
+    assert result.records[0].prompt_tokens > result.records[1].prompt_tokens  # the frames cost visual tokens
+
+    refused = asyncio.run(load.run_load(dense_server.base_url, "no-such-model", texts[:2], concurrency=2))
+    s = refused.summary()
+    assert (s["completed"], s["failed"], s["errors"]) == (0, 2, {"model_not_found": 2})
+    assert {r.status for r in refused.records} == {404}
+
+
+def test_peer_cross_check_agrees_with_vllm_bench_serve(dense_server: LiveServer, tmp_path: Path) -> None:
+    """vLLM's bench serve (random-mm: one 448×448 JPEG per request, 8 forced tokens) and our harness (the same
+    requests, generated by vLLM's dataset code with the next seed) agree on counts; throughput within tolerance.
+    Both clients run out of process (this process hosts the server: a client here would share its GIL)."""
+    out = tmp_path / "peer"
+    command = [
+        sys.executable, "-m", "benchmarks.peer", "compare",
+        "--url", dense_server.base_url,
+        "--model", dense_server.model,
+        "--tokenizer", str(dense_server.checkpoint),
+        "--num-requests", "16",
+        "--concurrency", "2",
+        "--input-len", "32",
+        "--output-len", "8",
+        "--image-size", "448x448",
+        "--repeats", "2",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    report = json.loads((out / "compare.json").read_text())
+    checks = report["checks"]
+    assert checks["completed"]["peer"] == checks["completed"]["ours"] == [16, 16], done.stdout
+    assert checks["output tokens"]["peer"] == checks["output tokens"]["ours"] == [128, 128], done.stdout
+    assert checks["failed"]["ok"] and checks["input tokens"]["ok"], done.stdout
+    for name in ("request throughput", "output throughput"):
+        assert abs(checks[name]["ratio"] - 1) <= THROUGHPUT_TOLERANCE, done.stdout
+    assert report["agree"] and done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "vllm bench serve" in done.stdout and (out / "peer-0.json").exists()
