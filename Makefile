@@ -14,7 +14,7 @@ SERVE_ARGS ?=
 STAMP := $(VENV)/.installed
 CPU_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1
 
-.PHONY: setup tools serve test lint typecheck importcheck pytest tiny-model clean
+.PHONY: setup tools serve test lint typecheck importcheck pytest tiny-model bench clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,12 @@ pytest: setup tools
 	$(CPU_ENV) $(PY) -m pytest
 
 test: lint typecheck importcheck pytest
+
+# Side by side on the tiny checkpoint: the raw engine, vLLM's own server and ours, same load (minutes; not part of test).
+# Writes benchmarks/results/<timestamp>/ and the table to benchmarks/RESULTS.md. BENCH_ARGS="--workloads text --requests 32"
+BENCH_ARGS ?=
+bench: setup tiny-model
+	$(CPU_ENV) $(PY) -m benchmarks.side_by_side --publish $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
