@@ -224,6 +224,15 @@ def run_raw_target(model: str, workloads: Sequence[Workload], concurrency: int, 
     return results
 
 
+def median_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per workload, the whole summary of the run whose request throughput is the median (lower median when even)."""
+    merged: dict[str, Any] = {}
+    for name in runs[0]:
+        ordered = sorted((r[name] for r in runs), key=lambda s: float(s.get("request_throughput", 0.0)))
+        merged[name] = ordered[(len(ordered) - 1) // 2]
+    return merged
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a and b else "–"
 
@@ -319,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"Any of {', '.join(WORKLOADS)}.")
     parser.add_argument("--targets", default="raw,vllm,ours")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2, help="Runs per target (the median run is reported).")
     parser.add_argument("--requests", type=int, help="Override every workload's request count (quick runs).")
     parser.add_argument("--out", type=Path, help="Result directory (default benchmarks/results/<timestamp>).")
     parser.add_argument("--publish", action="store_true", help="Also write the table to benchmarks/RESULTS.md.")
@@ -334,13 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.side_by_side " + shlex.join(argv if argv is not None else sys.argv[1:])
     targets = args.targets.split(",")
-    results: dict[str, Any] = {}
-    for target in targets:
-        print(f"[{target}]", flush=True)
-        if target == "raw":
-            results[target] = run_raw_target(model, workloads, args.concurrency, out)
-        else:
-            results[target] = run_server_target(target, model, workloads, args.concurrency, out)
+    runs: dict[str, list[Any]] = {t: [] for t in targets}
+    for repeat in range(args.repeats):  # targets alternate, so slow drifts of the machine hit all of them alike
+        for target in targets:
+            print(f"[{target}, run {repeat + 1}/{args.repeats}]", flush=True)
+            if target == "raw":
+                runs[target].append(run_raw_target(model, workloads, args.concurrency, out))
+            else:
+                runs[target].append(run_server_target(target, model, workloads, args.concurrency, out))
+    results = {t: median_runs(r) for t, r in runs.items()}
     document = {
         "command": command,
         "date": stamp,
@@ -349,11 +361,16 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency": args.concurrency,
         "workloads": {w.name: w.__dict__ for w in workloads},
         "versions": _versions(),
-        "results": results,
+        "repeats": args.repeats,
+        "results": results,  # per target and workload: the run with the median request throughput
+        "runs": runs,
     }
     (out / "side_by_side.json").write_text(json.dumps(document, indent=2, default=str))
     if {"vllm", "ours"} <= set(results):
-        md = f"Command: `{command}` ({stamp}, concurrency {args.concurrency}, engine {json.dumps(ENGINE)})\n\n"
+        md = (
+            f"Command: `{command}` ({stamp}; concurrency {args.concurrency}; median of {args.repeats} alternating runs"
+            f" per target; engine {json.dumps(ENGINE)})\n\n"
+        )
         md += table(results, workloads) + "\n"
         (out / "table.md").write_text(md)
         plot(results, workloads, out / "side_by_side.png")

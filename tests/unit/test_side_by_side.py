@@ -1,0 +1,55 @@
+"""The side-by-side benchmark's bookkeeping (the run itself is `make bench`: minutes and three engines, not a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.side_by_side import ENGINE, engine_flags, median_runs, plot, server_command, table
+from benchmarks.workloads import WORKLOADS
+
+
+def summary(rps: float, ttft: float, health_p99: float = 5.0) -> dict[str, Any]:
+    return {
+        "request_throughput": rps,
+        "ttft_ms": {"p50": ttft},
+        "health_ms": {"p50": 1.0, "p99": health_p99, "max": 9.0},
+        "rss_peak_mb": {"api_process": 700.0, "process_tree": 1700.0},
+    }
+
+
+def test_both_servers_get_the_same_engine_flags() -> None:
+    vllm, ours = server_command("vllm", "/ckpt", 1), server_command("ours", "/ckpt", 2)
+    assert vllm[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and ours[1:3] == ["-m", "server"]
+    flags = engine_flags()
+    assert vllm[-len(flags) :] == ours[-len(flags) :] == flags
+    assert json.loads(flags[flags.index("--limit-mm-per-prompt") + 1]) == ENGINE["limit_mm_per_prompt"]
+    assert "--enforce-eager" in flags and flags[flags.index("--max-model-len") + 1] == "4096"
+
+
+def test_table_reports_ratios_and_the_repeated_image_gain(tmp_path: Path) -> None:
+    workloads = [WORKLOADS["unique-448"], WORKLOADS["repeated-448"], WORKLOADS["video-8f"]]
+    results = {
+        "raw": {"unique-448": summary(30.0, 100), "repeated-448": summary(32.0, 40)},
+        "vllm": {name: summary(20.0, 300, 12.0) for name in ("unique-448", "repeated-448", "video-8f")},
+        "ours": {
+            "unique-448": summary(27.0, 200),
+            "repeated-448": summary(31.0, 50),
+            "video-8f": summary(6.0, 900),
+        },
+    }
+    md = table(results, workloads)
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| 30.0 | 20.0 | 27.0 | 1.35× | 0.90× |" in rows["unique-448"]
+    assert "| – | 20.0 | 6.0 | 0.30× | – |" in rows["video-8f"]  # no raw run for videos
+    assert "12.0 / 5.0" in rows["unique-448"]  # /health p99 under load, vLLM / ours
+    assert "TTFT p50 50 ms vs 200 ms (4.00× better)" in md
+    plot(results, workloads, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_median_run_is_reported_whole() -> None:
+    runs = [{"text": summary(r, ttft=r * 10)} for r in (30.0, 10.0, 20.0)]
+    assert median_runs(runs)["text"] == summary(20.0, ttft=200)
+    assert median_runs(runs[:2])["text"]["request_throughput"] == 10.0  # even count: the lower of the two middles
