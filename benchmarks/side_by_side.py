@@ -267,6 +267,30 @@ def table(results: dict[str, Any], workloads: Sequence[Workload]) -> str:
     return "\n".join(lines)
 
 
+def paired_ratios(runs: dict[str, list[Any]], workloads: Sequence[Workload]) -> str:
+    """ours / vLLM throughput of each pair of adjacent runs (the noise a single ratio carries, made visible)."""
+    lines = ["| workload | ours / vLLM server, run by run |", "|---|---|"]
+    for w in workloads:
+        pairs = zip(runs.get("vllm", []), runs.get("ours", []), strict=False)
+        ratios = [_ratio(o[w.name]["request_throughput"], v[w.name]["request_throughput"]) for v, o in pairs]
+        lines.append(f"| {w.name} | {', '.join(ratios)} |")
+    return "\n".join(lines)
+
+
+def render(document: dict[str, Any]) -> str:
+    """The Markdown report of a saved run (side_by_side.json)."""
+    workloads = [Workload(**{**w, "image_size": tuple(w["image_size"])}) for w in document["workloads"].values()]
+    md = (
+        f"Command: `{document['command']}` ({document['date']}; concurrency {document['concurrency']}; the median of "
+        f"{document.get('repeats', 1)} alternating runs per target; engine {json.dumps(document['engine'])}; "
+        f"{', '.join(f'{k} {v}' for k, v in document.get('versions', {}).items())})\n\n"
+    )
+    md += table(document["results"], workloads) + "\n"
+    if document.get("runs") and document.get("repeats", 1) > 1:
+        md += "\n" + paired_ratios(document["runs"], workloads) + "\n"
+    return md
+
+
 def plot(results: dict[str, Any], workloads: Sequence[Workload], path: Path) -> None:
     import matplotlib
 
@@ -322,6 +346,15 @@ def tiny_checkpoint() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def publish(document: dict[str, Any], out: Path, workloads: Sequence[Workload], to_readme: bool) -> None:
+    md = render(document)
+    (out / "table.md").write_text(md)
+    plot(document["results"], workloads, out / "side_by_side.png")
+    print(md)
+    if to_readme:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text("# Side-by-side benchmark: latest run\n\n" + md)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Checkpoint directory (default: the embedded tiny checkpoint).")
@@ -332,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, help="Override every workload's request count (quick runs).")
     parser.add_argument("--out", type=Path, help="Result directory (default benchmarks/results/<timestamp>).")
     parser.add_argument("--publish", action="store_true", help="Also write the table to benchmarks/RESULTS.md.")
+    parser.add_argument("--render", type=Path, help="Only re-render the report of a saved run directory.")
     args = parser.parse_args(argv)
+    if args.render:
+        document = json.loads((args.render / "side_by_side.json").read_text())
+        saved = [Workload(**{**w, "image_size": tuple(w["image_size"])}) for w in document["workloads"].values()]
+        publish(document, args.render, saved, args.publish)
+        return 0
     model = args.model or tiny_checkpoint()
     workloads = [WORKLOADS[n] for n in args.workloads.split(",")]
     if args.requests:
@@ -367,16 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "side_by_side.json").write_text(json.dumps(document, indent=2, default=str))
     if {"vllm", "ours"} <= set(results):
-        md = (
-            f"Command: `{command}` ({stamp}; concurrency {args.concurrency}; median of {args.repeats} alternating runs"
-            f" per target; engine {json.dumps(ENGINE)})\n\n"
-        )
-        md += table(results, workloads) + "\n"
-        (out / "table.md").write_text(md)
-        plot(results, workloads, out / "side_by_side.png")
-        print(md)
-        if args.publish:
-            (ROOT / "benchmarks" / "RESULTS.md").write_text("# Side-by-side benchmark: latest run\n\n" + md)
+        publish(document, out, workloads, args.publish)
     print(f"results: {out}")
     return 0
 
