@@ -30,6 +30,7 @@ class FakeEngine:
     fail_with: ServerError | None = None
     fail_after: int | None = None  # with fail_with: fail after this many steps instead of before the first
     dead: bool = False
+    vanish_after: int | None = None  # end the stream quietly (no finish reason) after this many steps
     # The tiny demo checkpoint's budgets (small, so tests stay cheap).
     vision: VisionSpec = field(
         default_factory=lambda: VisionSpec(
@@ -103,6 +104,8 @@ class FakeEngine:
                 return
             if self.fail_with is not None and step == self.fail_after:
                 raise self.fail_with
+            if step == self.vanish_after:
+                return
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             else:

@@ -56,6 +56,13 @@ class ChoiceState:
             self.finish_reason = finish_reason
 
 
+def _require_finished(choices: list[ChoiceState]) -> None:
+    """An engine stream that ends before every choice has a finish reason was cut off under us (the engine shut down
+    mid-request); that is an error for the client, never a quiet, complete-looking answer."""
+    if any(c.finish_reason is None for c in choices):
+        raise EngineUnavailableError("the inference engine stopped before the request finished; retry")
+
+
 def _check_visual_budget(media: PreparedMedia, max_tokens: int | None, max_model_len: int) -> None:
     """Refuse early (before the engine's processor runs) when the visual tokens alone cannot fit the context."""
     if not media.items:
@@ -200,6 +207,7 @@ class ChatService:
             raise RequestTimeoutError(f"the request did not finish within its deadline of {timeout_s:g} s") from exc
         finally:
             self._finish(timings)
+        _require_finished(choices)
         completion_tokens = sum(c.tokens for c in choices)
         return ChatCompletion(
             id=request_id,
@@ -316,6 +324,7 @@ class _ChunkStream:
                         out.append(ChunkChoice(index=delta.index, delta=Delta(content=content), finish_reason=reason))
                 if out:
                     yield self._chunk(out)
+        _require_finished(self._choices)
         if self._include_usage:
             completion = sum(c.tokens for c in self._choices)
             usage = _usage(self._prompt_tokens, completion, self._first.image_tokens, self._first.video_tokens)

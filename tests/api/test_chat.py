@@ -200,6 +200,19 @@ def test_stream_error_mid_stream_is_an_error_event_then_done(engine: FakeEngine,
     assert len(events) >= 4  # role chunk, two tokens, error, done
 
 
+def test_an_engine_stream_cut_off_under_a_request_is_an_error_not_a_quiet_end(
+    engine: FakeEngine, client: TestClient
+) -> None:
+    # The engine shut down mid-request and its stream simply ended: no finish reason ever came.
+    engine.vanish_after = 2
+    events = stream_events(chat(client, messages=[{"role": "user", "content": "x"}], stream=True))
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "engine_unavailable"
+    assert_openai_error(chat(client, messages=[{"role": "user", "content": "x"}]), 503, code="engine_unavailable")
+    engine.vanish_after = None
+    assert chat(client, messages=[{"role": "user", "content": "x"}]).status_code == 200
+
+
 # --- errors ------------------------------------------------------------------------------------------------------------
 
 

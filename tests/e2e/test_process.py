@@ -251,6 +251,7 @@ def test_engine_failure_fails_in_flight_requests_and_exits_non_zero(tmp_path: Pa
         worker.join(timeout=30)
         assert not worker.is_alive(), "the in-flight stream hung after the engine died"
         assert events[-1] == "data: [DONE]"
+        assert "error" in json.loads(events[-2][6:]), events[-4:]
         assert json.loads(events[-2][6:])["error"]["code"] in ("engine_unavailable", "engine_error")
         code = server.process.wait(timeout=60)
         assert code != 0
