@@ -77,8 +77,12 @@ def _plan(argv: Sequence[str]) -> int:
     from server import planner
     from server.config import load_settings
 
-    settings = load_settings(["--profile", args.profile, *overrides])
-    config, source = planner.load_config(str(settings.model), args.config)
+    try:
+        settings = load_settings(["--profile", args.profile, *overrides])
+        config, source = planner.load_config(str(settings.model), args.config)
+    except ValueError as exc:  # unknown profile, bad override, missing config: one line, no traceback
+        print(f"qwen3vl-server plan: {exc}", file=sys.stderr)
+        return 2
     inputs = planner.inputs_for(
         settings,
         config,

@@ -214,7 +214,6 @@ class Inputs:
     video_total_pixels: int = 24576 * 32 * 32
     video_max_frames: int = 64
     video_max_tokens_per_frame: int = 768  # qwen-vl-utils' per-frame ceiling for videos
-    yarn_factor: float | None = None  # rope_type "yarn" in hf_overrides
     max_position_embeddings_override: int | None = None
 
 
@@ -342,12 +341,11 @@ def bundled_config_name(model: str) -> str | None:
 
 def load_config(model: str, explicit: Path | None = None) -> tuple[dict[str, Any], str]:
     """The model's config.json and where it came from: ``explicit``, a local folder, the HF cache, or the bundled copy."""
-    candidates: list[Path] = []
-    if explicit is not None:
-        candidates.append(explicit / "config.json" if explicit.is_dir() else explicit)
-    elif Path(model).is_dir():
-        candidates.append(Path(model) / "config.json")
-    for path in candidates:
+    local = explicit if explicit is not None else (Path(model) if Path(model).is_dir() else None)
+    if local is not None:
+        path = local / "config.json" if local.is_dir() else local
+        if not path.is_file():
+            raise ValueError(f"no config.json at {path}")
         return json.loads(path.read_text()), str(path)
     from huggingface_hub import try_to_load_from_cache
 
@@ -368,7 +366,6 @@ def inputs_for(settings: Any, config: dict[str, Any], gpu_memory_gib: float, res
     fp8 = quant == "fp8" or extra.get("quantization") == "fp8" or str(settings.model).upper().endswith("-FP8")
     kv_dtype = str(extra.get("kv_cache_dtype", "auto"))
     text_overrides = (extra.get("hf_overrides") or {}).get("text_config") or {}
-    rope = text_overrides.get("rope_parameters") or text_overrides.get("rope_scaling") or {}
     limits = settings.limit_mm_per_prompt
     return Inputs(
         tp=settings.tensor_parallel_size,
@@ -385,7 +382,6 @@ def inputs_for(settings: Any, config: dict[str, Any], gpu_memory_gib: float, res
         image_max_pixels=settings.media_image_max_pixels,
         video_total_pixels=settings.media_video_total_pixels,
         video_max_frames=settings.media_max_video_frames,
-        yarn_factor=float(rope["factor"]) if rope.get("rope_type") == "yarn" else None,
         max_position_embeddings_override=text_overrides.get("max_position_embeddings"),
     )
 

@@ -119,7 +119,7 @@ def test_fp8_kv_cache_doubles_capacity_and_yarn_needs_a_longer_position_limit() 
 
     fixed = plan(
         config("Qwen3-VL-235B-A22B"),
-        replace(base, kv_cache_bytes_per_value=1, max_position_embeddings_override=1_000_000, yarn_factor=3.0),
+        replace(base, kv_cache_bytes_per_value=1, max_position_embeddings_override=1_000_000),
     )
     assert fixed.errors == []
     assert fixed.kv_bytes_per_token_per_gpu * 2 == bf16_kv.kv_bytes_per_token_per_gpu
@@ -148,6 +148,8 @@ def test_a_local_config_wins_over_the_bundled_one(tmp_path: Path) -> None:
     assert source.endswith("config.json") and data["text_config"]["hidden_size"] == 2048
     with pytest.raises(ValueError, match="--config"):
         load_config("some/other-model")
+    with pytest.raises(ValueError, match=r"no config\.json"):
+        load_config("Qwen/Qwen3-VL-8B-Instruct", tmp_path / "missing.json")
 
 
 @pytest.mark.parametrize("name", list_profiles())
@@ -168,3 +170,6 @@ def test_plan_prints_the_arithmetic_and_fails_on_an_impossible_override(capsys: 
     # Server flags after the plan's own options override the profile, as they would when serving.
     assert main(["plan", "--profile", "qwen3-vl-8b-instruct-1xh100", "--max-model-len", "400000"]) == 1
     assert "KV capacity 370928 tokens is below max_model_len 400000" in capsys.readouterr().out
+    # Bad input is one line on stderr and exit 2, not a traceback.
+    assert main(["plan", "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
