@@ -1,7 +1,7 @@
 """``qwen3vl-server``: run the server, or build the tiny demo checkpoint.
 
 qwen3vl-server [--model M] [--host H] [--port P] [--served-model-name NAME] [...]   serve (see --help)
-qwen3vl-server tiny-model OUT_DIR [--moe]                                          write the tiny checkpoint
+qwen3vl-server tiny-model OUT_DIR [--moe] [--thinking]                             write the tiny checkpoint
 qwen3vl-server profile list | show NAME                                            the named H100 configurations
 qwen3vl-server plan --profile NAME [--config PATH] [--json]                        memory arithmetic of a profile
 """
@@ -30,10 +30,15 @@ def _tiny_model(argv: Sequence[str]) -> int:
     )
     parser.add_argument("out_dir", type=Path, help="Directory to write the checkpoint to (replaced if it exists).")
     parser.add_argument("--moe", action="store_true", help="Build the MoE variant (4 experts, top-2).")
+    parser.add_argument(
+        "--thinking",
+        action="store_true",
+        help="Build the Thinking edition (same weights; <think> generation prompt, Thinking generation defaults).",
+    )
     args = parser.parse_args(list(argv))
     from server.models.tiny import build_checkpoint
 
-    out = build_checkpoint(args.out_dir, moe=args.moe)
+    out = build_checkpoint(args.out_dir, moe=args.moe, thinking=args.thinking)
     print(out)
     return 0
 

@@ -4,6 +4,11 @@ It has the real Qwen3-VL architecture (interleaved M-RoPE, deepstack vision merg
 patch 2), the real Qwen special tokens, Qwen3-VL's chat template and processor configs, and about 1.4 M random parameters,
 so the whole vLLM serving path runs on a CPU in seconds. Its text is gibberish: tests check structure, never content.
 
+Like the real family it comes in an Instruct and a Thinking edition (``thinking=True``). They share their weights (same
+seed, same config); the Thinking edition differs only in its chat template (the generation prompt opens ``<think>\n``
+and history turns drop their reasoning, as in Qwen3-VL-*-Thinking) and its generation defaults, so vLLM's ``qwen3``
+reasoning parser can be exercised end to end.
+
 Nothing here downloads anything: the tokenizer is a byte-level BPE trained on the Python standard library's own sources.
 Heavy libraries (torch, transformers, tokenizers) are imported inside the functions, so importing this module is cheap.
 """
@@ -25,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 _HERE = Path(__file__).resolve().parent
 CHAT_TEMPLATE_PATH = _HERE / "qwen3_vl_chat_template.jinja"
+THINKING_CHAT_TEMPLATE_PATH = _HERE / "qwen3_vl_thinking_chat_template.jinja"
 
 # Qwen's special tokens in their real order (ids 151643… in the published vocab; here they follow the BPE vocab).
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -79,19 +85,46 @@ VIDEO_MAX_FRAMES = 16
 VIDEO_MAX_PIXELS = VIDEO_MAX_FRAMES * 256 * 256  # Qwen3-VL's video budget is over T×H×W
 
 
+# The seed README's generation hyperparameters, per edition (presence_penalty is read by vLLM, not by transformers).
+INSTRUCT_GENERATION_DEFAULTS: dict[str, Any] = {
+    "do_sample": True,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 20,
+    "repetition_penalty": 1.0,
+}
+THINKING_GENERATION_DEFAULTS: dict[str, Any] = {
+    "do_sample": True,
+    "temperature": 0.6,
+    "top_p": 0.95,
+    "top_k": 20,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+}
+
+
 @dataclass(frozen=True)
 class TinySpec:
     moe: bool = False
+    thinking: bool = False
 
     @property
     def name(self) -> str:
-        return "tiny-qwen3vl-moe" if self.moe else "tiny-qwen3vl"
+        return "tiny-qwen3vl" + ("-moe" if self.moe else "") + ("-thinking" if self.thinking else "")
+
+    @property
+    def chat_template_path(self) -> Path:
+        return THINKING_CHAT_TEMPLATE_PATH if self.thinking else CHAT_TEMPLATE_PATH
+
+    @property
+    def generation_defaults(self) -> dict[str, Any]:
+        return dict(THINKING_GENERATION_DEFAULTS if self.thinking else INSTRUCT_GENERATION_DEFAULTS)
 
 
 def builder_fingerprint() -> str:
     """Changes whenever the builder or the template changes, so a cached checkpoint is rebuilt."""
     digest = hashlib.sha256()
-    for path in (Path(__file__), CHAT_TEMPLATE_PATH):
+    for path in (Path(__file__), CHAT_TEMPLATE_PATH, THINKING_CHAT_TEMPLATE_PATH):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -101,51 +134,53 @@ def default_cache_dir() -> Path:
     return Path(base) / "qwen3vl-server"
 
 
-def cached_checkpoint(cache_dir: Path | None = None, *, moe: bool = False) -> Path:
+def cached_checkpoint(cache_dir: Path | None = None, *, moe: bool = False, thinking: bool = False) -> Path:
     """Return the cached tiny checkpoint, building it first if it is absent or stale."""
-    spec = TinySpec(moe=moe)
+    spec = TinySpec(moe=moe, thinking=thinking)
     root = cache_dir or default_cache_dir()
     target = root / f"{spec.name}-{builder_fingerprint()}"
     if (target / "config.json").is_file():
         return target
-    build_checkpoint(target, moe=moe)
+    build_checkpoint(target, moe=moe, thinking=thinking)
     return target
 
 
-def build_checkpoint(out_dir: Path, *, moe: bool = False) -> Path:
+def build_checkpoint(out_dir: Path, *, moe: bool = False, thinking: bool = False) -> Path:
     """Write the tiny checkpoint to ``out_dir`` atomically (built in a sibling temporary folder, then renamed)."""
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)
     try:
-        _build_into(tmp, TinySpec(moe=moe))
+        _build_into(tmp, TinySpec(moe=moe, thinking=thinking))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("built tiny random-weight Qwen3-VL checkpoint (%s) at %s", "MoE" if moe else "dense", out_dir)
+    logger.info(
+        "built tiny random-weight Qwen3-VL checkpoint (%s, %s) at %s",
+        "MoE" if moe else "dense",
+        "Thinking" if thinking else "Instruct",
+        out_dir,
+    )
     return out_dir
 
 
 def _build_into(out: Path, spec: TinySpec) -> None:
-    tokenizer = _build_tokenizer()
+    chat_template = spec.chat_template_path.read_text()
+    tokenizer = _build_tokenizer(chat_template)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in (*SPECIAL_TOKENS, *PLAIN_ADDED_TOKENS)}
     config = _build_config(spec, vocab_size=len(tokenizer), ids=ids)
     _save_weights(out, config, spec)
-    _save_processor(out, tokenizer)
+    _save_processor(out, tokenizer, chat_template)
     generation = {
         "bos_token_id": ids["<|endoftext|>"],
         "pad_token_id": ids["<|endoftext|>"],
         "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
-        # Qwen3-VL Instruct defaults (the seed README's generation hyperparameters).
-        "do_sample": True,
-        "temperature": 0.7,
-        "top_p": 0.8,
-        "top_k": 20,
-        "repetition_penalty": 1.0,
+        # Qwen3-VL Instruct or Thinking defaults (the seed README's generation hyperparameters).
+        **spec.generation_defaults,
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     (out / "README.md").write_text(
@@ -165,7 +200,7 @@ def _corpus() -> list[str]:
     return texts
 
 
-def _build_tokenizer() -> Any:
+def _build_tokenizer(chat_template: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -197,7 +232,7 @@ def _build_tokenizer() -> Any:
     )
     tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
     tokenizer.add_tokens(list(PLAIN_ADDED_TOKENS), special_tokens=False)
-    tokenizer.chat_template = CHAT_TEMPLATE_PATH.read_text()
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
@@ -296,7 +331,7 @@ def _save_weights(out: Path, config: Any, spec: TinySpec) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def _save_processor(out: Path, tokenizer: Any) -> None:
+def _save_processor(out: Path, tokenizer: Any, chat_template: str) -> None:
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     image_processor = Qwen2VLImageProcessor(
@@ -324,6 +359,6 @@ def _save_processor(out: Path, tokenizer: Any) -> None:
         image_processor=image_processor,
         video_processor=video_processor,
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE_PATH.read_text(),
+        chat_template=chat_template,
     )
     processor.save_pretrained(out)

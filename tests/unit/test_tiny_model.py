@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from server.__main__ import main
-from server.models.tiny import SPECIAL_TOKENS, cached_checkpoint
+from server.models.tiny import (
+    CHAT_TEMPLATE_PATH,
+    SPECIAL_TOKENS,
+    THINKING_CHAT_TEMPLATE_PATH,
+    TinySpec,
+    cached_checkpoint,
+)
 
 
 def test_build_is_deterministic_and_matches_the_cache(tmp_path: Path) -> None:
@@ -52,3 +59,92 @@ def test_moe_variant_layout(tmp_path: Path) -> None:
         # [experts, in, out], as the published checkpoints vLLM loads hold them
         expected = (4, hidden, 2 * inter) if name.endswith("gate_up_proj") else (4, inter, hidden)
         assert shape == expected, name
+
+
+def test_variant_names() -> None:
+    assert [TinySpec(moe=m, thinking=t).name for m in (False, True) for t in (False, True)] == [
+        "tiny-qwen3vl",
+        "tiny-qwen3vl-thinking",
+        "tiny-qwen3vl-moe",
+        "tiny-qwen3vl-moe-thinking",
+    ]
+
+
+def test_thinking_variant_shares_the_weights_not_the_template(tmp_path: Path) -> None:
+    instruct, thinking = cached_checkpoint(), cached_checkpoint(thinking=True)
+    assert thinking.name.startswith("tiny-qwen3vl-thinking-")
+    assert main(["tiny-model", str(tmp_path / "thinking"), "--thinking"]) == 0
+    for name in ("model.safetensors", "tokenizer.json", "config.json", "processor_config.json", "chat_template.jinja"):
+        assert (tmp_path / "thinking" / name).read_bytes() == (thinking / name).read_bytes(), name  # deterministic
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (thinking / name).read_bytes() == (instruct / name).read_bytes(), name
+    assert (thinking / "chat_template.jinja").read_text() == THINKING_CHAT_TEMPLATE_PATH.read_text()
+    assert (instruct / "chat_template.jinja").read_text() == CHAT_TEMPLATE_PATH.read_text()
+
+
+HISTORY: list[dict[str, Any]] = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+    {"role": "assistant", "content": "<think>\nA cat, surely.\n</think>\n\nA cat.", "reasoning_content": "hidden"},
+    {"role": "user", "content": "Where?"},
+    {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "<think>look it up</think>\n\nLet me check."}],
+        "tool_calls": [{"type": "function", "function": {"name": "locate", "arguments": {"what": "cat"}}}],
+    },
+    {"role": "tool", "content": "on the mat"},
+]
+
+
+def test_thinking_template_opens_a_think_block_and_drops_history_reasoning() -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cached_checkpoint(thinking=True)))
+    prompt = tokenizer.apply_chat_template(HISTORY, tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    assert "<|im_start|>assistant\nA cat.<|im_end|>\n" in prompt
+    assert (
+        '<|im_start|>assistant\nLet me check.\n<tool_call>\n{"name": "locate", "arguments": {"what": "cat"}}\n'
+        in prompt
+    )
+    assert "<|im_start|>user\n<tool_response>\non the mat\n</tool_response><|im_end|>\n" in prompt
+    assert "<|vision_start|><|image_pad|><|vision_end|>What is it?" in prompt
+    for gone in ("A cat, surely.", "hidden", "look it up", "</think>"):
+        assert gone not in prompt, gone
+    assert prompt.count("<think>") == 1  # only the generation prompt's
+    # The Instruct edition keeps its own template: a bare generation prompt and the history verbatim.
+    instruct = AutoTokenizer.from_pretrained(str(cached_checkpoint()))
+    plain = instruct.apply_chat_template(HISTORY, tokenize=False, add_generation_prompt=True)
+    assert plain.endswith("<|im_start|>assistant\n") and "A cat, surely." in plain
+
+
+def test_thinking_generation_defaults() -> None:
+    generation = json.loads((cached_checkpoint(thinking=True) / "generation_config.json").read_text())
+    # The seed README's "Thinking models" hyperparameters.
+    assert {k: generation[k] for k in ("temperature", "top_p", "top_k", "repetition_penalty", "presence_penalty")} == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 20,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+    }
+    assert generation["do_sample"] is True
+    instruct = json.loads((cached_checkpoint() / "generation_config.json").read_text())
+    assert (instruct["temperature"], instruct["top_p"]) == (0.7, 0.8)
+
+
+def test_vllm_qwen3_reasoning_parser_works_with_the_thinking_checkpoint() -> None:
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.reasoning import ReasoningParserManager
+    from vllm.tokenizers import get_tokenizer
+
+    tokenizer = get_tokenizer(str(cached_checkpoint(thinking=True)))
+    parser = ReasoningParserManager.get_reasoning_parser("qwen3")(tokenizer)
+    prompt = tokenizer.apply_chat_template(HISTORY, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    think_end = tokenizer.convert_tokens_to_ids("</think>")
+    assert parser.is_reasoning_end(prompt_ids) is False  # the prompt opened <think>: the model starts reasoning
+    assert parser.is_reasoning_end([*prompt_ids, think_end]) is True
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert parser.extract_reasoning("abc</think>def", request) == ("abc", "def")
+    # A truncated answer that never closes the block is all reasoning.
+    assert parser.extract_reasoning("still thinking", request) == ("still thinking", None)
