@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -29,6 +29,8 @@ from server.engine.base import Engine
 from server.media import budget
 from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
+from server.schemas import openapi
+from server.schemas.chat import ChatCompletionChunk
 from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.warmup import warm_up
@@ -87,6 +89,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     error_handlers.install(app)
     for router in (chat.router, models.router, health.router, metrics.router):
         app.include_router(router)
+
+    def describe() -> dict[str, Any]:  # FastAPI's document, finished once: see server.schemas.openapi
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.finish(FastAPI.openapi(app), extra_models=[ChatCompletionChunk])
+        return app.openapi_schema
+
+    app.openapi = describe  # type: ignore[method-assign]
     return app
 
 
@@ -169,5 +178,9 @@ def engine_options(settings: Settings, model: str, *, is_demo: bool = False) -> 
         trust_remote_code=settings.trust_remote_code,
         seed=settings.seed,
         multiprocessing=settings.engine_multiprocessing,
+        tool_call_parser=None if settings.tool_call_parser == "none" else settings.tool_call_parser,
+        reasoning_parser=None if settings.reasoning_parser == "none" else settings.reasoning_parser,
+        structured_outputs_backend=settings.structured_outputs_backend,
+        compact_json=settings.structured_outputs_compact,
         extra=settings.engine_extra,
     )

@@ -137,6 +137,22 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run an image request at start-up before /ready answers 200.")
 
+    # --- Output parsing and structured outputs (vLLM's own parsers and grammars) ------------------------------------
+    tool_call_parser: str = Field(
+        "hermes", description="vLLM tool-call parser for tools/tool_choice (Qwen3-VL: hermes); 'none' turns tools off."
+    )
+    reasoning_parser: str = Field(
+        "auto",
+        description="vLLM reasoning parser for reasoning_content; auto: qwen3 when the chat template opens <think>.",
+    )
+    structured_outputs_backend: Literal["xgrammar", "guidance"] = Field(
+        "xgrammar", description="Grammar backend for response_format and forced tool calls."
+    )
+    structured_outputs_compact: bool = Field(
+        True,
+        description="Grammars allow no free whitespace in JSON, so a weak model cannot pad an answer until max_tokens.",
+    )
+
     # --- Media --------------------------------------------------------------------------------------------------------
     media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")
     media_max_video_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest video accepted, in bytes.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -18,9 +19,11 @@ from starlette.background import BackgroundTask
 from server.api import sse
 from server.api.state import ChatDep, StateDep
 from server.errors import ClientDisconnectedError, InvalidRequestError
-from server.schemas.chat import ChatCompletion, ChatCompletionRequest
+from server.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
 from server.service.timing import Timings
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 T = TypeVar("T")
 TIMEOUT_HEADER = "x-request-timeout"
@@ -62,10 +65,23 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
             task.cancel()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletion,
+            "description": "The completion; with stream=true, server-sent events of chunks, then [DONE].",
+            "content": event_stream(ChatCompletionChunk),
+        },
+        **error_responses(400, 404, 429, 504, *BODY_ERRORS, *GUARD_ERRORS),
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, chat: ChatDep, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
+    if body.ignored_fields:
+        logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in body.ignored_fields[:20]))
     timeout = _timeout(request, state.settings.request_timeout)
     timings = Timings()
     request.state.timings = timings  # read by the access log

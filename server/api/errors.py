@@ -63,6 +63,10 @@ def _loc_to_param(loc: list[int | str]) -> str:
     return "".join(parts)
 
 
+def _join(prefix: str | None, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     errors = list(exc.errors())
     if not errors:
@@ -73,6 +77,9 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     first = max(errors, key=lambda e: len(_clean_loc(tuple(e.get("loc", ())))))
     param = _loc_to_param(_clean_loc(tuple(first.get("loc", ())))) or None
     message = str(first.get("msg", "invalid value"))
+    context = first.get("ctx") or {}
+    if "param" in context:  # a whole-request check that names the field it is about
+        param = _join(param, str(context["param"]))
     if param is None:
         return InvalidRequestError(f"the request body is not valid: {message}")
     return InvalidRequestError(f"{param}: {message}", param=param, code="invalid_value")

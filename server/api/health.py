@@ -9,11 +9,12 @@ from fastapi.responses import JSONResponse
 
 from server.api.state import StateDep
 from server.errors import EngineUnavailableError
+from server.schemas.openapi import GUARD_ERRORS, ProbeStatus, VersionInfo, error_responses, probe_responses
 
 router = APIRouter()
 
 
-@router.get("/health")
+@router.get("/health", response_model=ProbeStatus, responses=probe_responses())
 async def health(state: StateDep) -> JSONResponse:
     """200 while the process and its engine are alive (also while the model loads); 503 once the engine is dead."""
     if state.start_error is not None:
@@ -27,7 +28,7 @@ async def health(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/startup")
+@router.get("/startup", response_model=ProbeStatus, responses=probe_responses())
 async def startup(state: StateDep) -> JSONResponse:
     """For a Kubernetes startupProbe: 503 while the model loads (minutes for a 235B checkpoint), 200 once it is up."""
     if state.start_error is not None:
@@ -37,7 +38,7 @@ async def startup(state: StateDep) -> JSONResponse:
     return JSONResponse({"status": "started"})
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=ProbeStatus, responses=probe_responses())
 async def ready(state: StateDep) -> JSONResponse:
     """200 only after the engine is up and the warm-up request (an image and a short video) has completed."""
     if state.draining:
@@ -60,7 +61,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-@router.get("/version")
+@router.get("/version", response_model=VersionInfo, responses=error_responses(*GUARD_ERRORS))
 async def version(state: StateDep) -> dict[str, object]:
     model = state.engine.model if state.engine is not None else None
     return {

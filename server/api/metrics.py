@@ -12,12 +12,13 @@ import time
 
 import prometheus_client
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import MediaError, ServerError
 from server.media.metrics import MediaMetrics
+from server.schemas.openapi import GUARD_ERRORS, error_responses
 from server.service.admission import AdmissionMetrics
 from server.service.timing import GenerationMetrics
 
@@ -118,7 +119,12 @@ def _access_line(scope: Scope, route: str, method: str, status: int, elapsed: fl
 router = APIRouter()
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    response_description="Prometheus metrics (text exposition format).",
+    responses=error_responses(*GUARD_ERRORS),
+)
 async def metrics(request: Request) -> Response:
     gateway: GatewayMetrics = request.app.state.qwen3vl.metrics
     # Rendering vLLM's registry takes ≈14 ms (benchmarks/overhead.py): off the event loop, like any other CPU work.

@@ -52,6 +52,29 @@ class SamplingSpec:
     stop: tuple[str, ...] = ()
     n: int = 1
     ignore_eos: bool = False
+    logprobs: int | None = None  # alternatives per token to report (0: only the sampled token's); None: no logprobs
+    logit_bias: Mapping[int, float] | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What the client asked of the output's shape, in OpenAI's terms (JSON-compatible values, validated by the API).
+
+    ``parse`` is off for raw text completions: their text is returned as generated, with no tool or reasoning parsing.
+    """
+
+    parse: bool = True
+    tools: tuple[Mapping[str, Any], ...] = ()  # OpenAI tool objects: {"type": "function", "function": {...}}
+    tool_choice: str | Mapping[str, Any] = "none"  # "none" | "auto" | "required" | {"type": "function", ...}
+    parallel_tool_calls: bool = True
+    response_format: Mapping[str, Any] | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
+    chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def named_tool(self) -> str | None:
+        if isinstance(self.tool_choice, Mapping):
+            return str(self.tool_choice["function"]["name"])
+        return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,7 @@ class EngineRequest:
     request_id: str
     prompt: str
     sampling: SamplingSpec
+    output: OutputSpec = field(default_factory=OutputSpec)
     images: tuple[Image.Image, ...] = ()
     videos: tuple[VideoInput, ...] = ()
     # The gateway already resized these to their exact Qwen grid: the processor must not resize them again.
@@ -72,13 +96,49 @@ class EngineRequest:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: the first piece of a call has its id and name, later ones add to its arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class ChoiceDelta:
-    """What one choice produced since the previous step."""
+    """What one choice produced since the previous step.
+
+    ``text`` is the raw generated text; ``content``, ``reasoning`` and ``tool_calls`` are that text as the client sees it:
+    split by the engine's tool-call and reasoning parsers when the request's ``OutputSpec.parse`` is on, otherwise
+    ``content`` is ``text``.
+    """
 
     index: int
     text: str
     token_ids: tuple[int, ...]
     finish_reason: FinishReason | None = None
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +178,7 @@ class ModelInfo:
     max_model_len: int
     created: int
     is_demo: bool = False
+    vocab_size: int = 0  # 0: unknown
     vision: VisionSpec = field(default_factory=lambda: VisionSpec())
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -31,6 +31,9 @@ class FakeEngine:
     fail_after: int | None = None  # with fail_with: fail after this many steps instead of before the first
     dead: bool = False
     vanish_after: int | None = None  # end the stream quietly (no finish reason) after this many steps
+    # Parsed output per script token (reasoning, tool-call pieces), as the real engine's parsers would produce it; the
+    # finish reason and index come from the fake. Unset: every token is plain content.
+    script_parts: Sequence[ChoiceDelta] | None = None
     # The tiny demo checkpoint's budgets (small, so tests stay cheap).
     vision: VisionSpec = field(
         default_factory=lambda: VisionSpec(
@@ -115,9 +118,17 @@ class FakeEngine:
                 if step >= len(tokens):
                     continue
                 last = step == len(tokens) - 1
+                part = self.script_parts[step] if self.script_parts and step < len(self.script_parts) else None
                 deltas.append(
                     ChoiceDelta(
-                        index=index, text=tokens[step], token_ids=(1000 + step,), finish_reason=reason if last else None
+                        index=index,
+                        text=tokens[step],
+                        token_ids=(1000 + step,),
+                        finish_reason=reason if last else None,
+                        content=part.content if part is not None else tokens[step],
+                        reasoning=part.reasoning if part is not None else None,
+                        tool_calls=part.tool_calls if part is not None else (),
+                        logprobs=part.logprobs if part is not None else (),
                     )
                 )
             yield EngineStep(prompt_tokens=prompt_tokens, choices=tuple(deltas), finished=step == longest - 1)

@@ -14,10 +14,11 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.base import EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.vllm_output import ChoiceParser, OutputParsing, ParserNames, RequestOutputPlan, parse_step
 from server.errors import (
     ContextLengthError,
     EngineError,
@@ -48,6 +49,10 @@ class EngineOptions:
     trust_remote_code: bool = False
     seed: int = 0
     multiprocessing: bool = True
+    tool_call_parser: str | None = "hermes"  # vLLM's name; Qwen3-VL writes hermes-style <tool_call> JSON blocks
+    reasoning_parser: str | None = "auto"  # auto: qwen3 when the chat template opens <think> (Thinking checkpoints)
+    structured_outputs_backend: str = "xgrammar"
+    compact_json: bool = True  # grammars allow no free whitespace in JSON (a weak model cannot pad until max_tokens)
     extra: Mapping[str, Any] | None = None
 
 
@@ -74,14 +79,45 @@ def _engine_args(options: EngineOptions) -> Any:
         kwargs["limit_mm_per_prompt"] = dict(options.limit_mm_per_prompt)
     if not options.multiprocessing:
         kwargs["distributed_executor_backend"] = "uni"
+    structured: dict[str, Any] = {
+        "backend": options.structured_outputs_backend,
+        "disable_any_whitespace": options.compact_json,
+    }
+    if options.reasoning_parser not in (None, "auto"):
+        # The grammar of a structured output starts after the reasoning, as vLLM decides with this parser.
+        structured["reasoning_parser"] = options.reasoning_parser
+    kwargs["structured_outputs_config"] = structured
     kwargs.update(options.extra or {})
     return AsyncEngineArgs(**kwargs)
+
+
+def resolve_reasoning_parser(options: EngineOptions) -> EngineOptions:
+    """``auto``: vLLM's ``qwen3`` reasoning parser when the checkpoint's chat template opens a ``<think>`` block for
+    the answer (the Qwen3-VL Thinking editions), none otherwise."""
+    if options.reasoning_parser != "auto":
+        return options
+    from vllm.tokenizers import get_tokenizer
+
+    tokenizer = get_tokenizer(options.model, trust_remote_code=options.trust_remote_code)
+    try:
+        prompt = str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
+            )
+        )
+    except Exception:  # no usable chat template: nothing to detect
+        prompt = ""
+    thinking = prompt.rstrip().endswith("<think>")
+    logger.info("reasoning parser: %s", "qwen3 (the chat template opens <think>)" if thinking else "none")
+    return replace(options, reasoning_parser="qwen3" if thinking else None)
 
 
 class VllmEngine:
     """``Engine`` over an in-process ``AsyncLLM`` (its engine core runs in a child process unless told otherwise)."""
 
-    def __init__(self, llm: Any, info: ModelInfo, wedged_after_s: float = 120.0) -> None:
+    def __init__(
+        self, llm: Any, info: ModelInfo, wedged_after_s: float = 120.0, parsers: ParserNames | None = None
+    ) -> None:
         self._llm = llm
         self._info = info
         # Progress watchdog: with requests in flight, the engine must produce output at least this often.
@@ -90,6 +126,7 @@ class VllmEngine:
         self._last_progress = time.monotonic()
         self._tokenizer = llm.get_tokenizer()
         self._defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
+        self._output = OutputParsing(self._tokenizer, parsers or ParserNames(), llm.model_config)
 
     @classmethod
     def start(cls, options: EngineOptions, wedged_after_s: float = 120.0) -> VllmEngine:
@@ -98,6 +135,7 @@ class VllmEngine:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        options = resolve_reasoning_parser(options)
         llm = AsyncLLM.from_engine_args(_engine_args(options))
         info = ModelInfo(
             name=options.served_model_name,
@@ -106,8 +144,11 @@ class VllmEngine:
             created=int(time.time()),
             is_demo=options.is_demo,
             vision=_vision_spec(llm),
+            vocab_size=int(llm.model_config.get_vocab_size()),
+            extra={"tool_call_parser": options.tool_call_parser, "reasoning_parser": options.reasoning_parser},
         )
-        return cls(llm, info, wedged_after_s)
+        names = ParserNames(tool_call_parser=options.tool_call_parser, reasoning_parser=options.reasoning_parser)
+        return cls(llm, info, wedged_after_s, names)
 
     @property
     def model(self) -> ModelInfo:
@@ -133,12 +174,16 @@ class VllmEngine:
         from vllm.exceptions import VLLMClientError, VLLMValidationError
         from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
+        started = False
         try:
+            plan = self._output.plan(request.output, self._info.name)
             engine_input = await self._render(request)
-            prompt_len = len(engine_input["prompt_token_ids"])
-            params = self._sampling_params(request, prompt_len)
+            prompt_ids = list(engine_input["prompt_token_ids"])
+            prompt_len = len(prompt_ids)
+            params = self._sampling_params(request, prompt_len, plan)
             image_tokens, video_tokens = _placeholder_tokens(engine_input)
-            stream = self._llm.generate(engine_input, params, request.request_id)
+            parsers = [plan.choice_parser(prompt_ids) for _ in range(request.sampling.n)]
+            stream = self._llm.generate(engine_input, params, request.request_id, **plan.reasoning_kwargs(prompt_ids))
             if not self._active:
                 self._last_progress = time.monotonic()
             self._active.add(request.request_id)
@@ -146,7 +191,8 @@ class VllmEngine:
                 async with contextlib.aclosing(stream):
                     async for out in stream:
                         self._last_progress = time.monotonic()
-                        yield _step(out, prompt_len, image_tokens, video_tokens)
+                        started = True
+                        yield self._step(out, parsers, request, prompt_len, image_tokens, video_tokens)
             finally:
                 self._active.discard(request.request_id)
         except ServerError:
@@ -159,6 +205,33 @@ class VllmEngine:
             raise InvalidRequestError(str(exc)) from exc
         except EngineGenerateError as exc:
             raise EngineError("the inference engine failed on this request") from exc
+        except (ValueError, TypeError) as exc:
+            if started:
+                raise EngineError("the inference engine failed on this request") from exc
+            # vLLM's input processor validates the sampling parameters (e.g. a logit_bias token outside the vocabulary,
+            # a schema the grammar compiler refuses) with plain ValueErrors before the request is queued.
+            logger.info("vLLM refused the request: %s", exc)
+            raise InvalidRequestError(f"the request was refused by the engine: {_first_line(exc)}") from exc
+
+    def _step(
+        self,
+        out: Any,
+        parsers: list[ChoiceParser],
+        request: EngineRequest,
+        prompt_len: int,
+        image_tokens: int,
+        video_tokens: int,
+    ) -> EngineStep:
+        choices = tuple(
+            parse_step(parsers[int(o.index)], o, request.sampling.logprobs, self._tokenizer) for o in out.outputs
+        )
+        return EngineStep(
+            prompt_tokens=prompt_len,
+            choices=choices,
+            finished=bool(out.finished),
+            image_tokens=image_tokens,
+            video_tokens=video_tokens,
+        )
 
     async def _render(self, request: EngineRequest) -> dict[str, Any]:
         from vllm.renderers.inputs.preprocess import parse_model_prompt
@@ -198,7 +271,7 @@ class VllmEngine:
             raise InvalidRequestError("the media could not be processed by the model's processor") from exc
         return dict(engine_input)
 
-    def _sampling_params(self, request: EngineRequest, prompt_len: int) -> Any:
+    def _sampling_params(self, request: EngineRequest, prompt_len: int, plan: RequestOutputPlan) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -236,6 +309,19 @@ class VllmEngine:
             kwargs["stop"] = list(spec.stop)
         if spec.ignore_eos:
             kwargs["ignore_eos"] = True
+        if spec.logprobs is not None:
+            kwargs["logprobs"] = spec.logprobs
+        if spec.logit_bias:
+            vocab = self._info.vocab_size
+            outside = [t for t in spec.logit_bias if vocab and not 0 <= t < vocab]
+            if outside:
+                raise InvalidRequestError(
+                    f"logit_bias names token id {outside[0]}, outside the vocabulary (0 to {vocab - 1})",
+                    param="logit_bias",
+                )
+            kwargs["logit_bias"] = dict(spec.logit_bias)
+        if plan.structured_outputs is not None:
+            kwargs["structured_outputs"] = plan.structured_outputs
         return SamplingParams(n=spec.n, max_tokens=max_tokens, output_kind=RequestOutputKind.DELTA, **kwargs)
 
     async def check_health(self) -> None:
@@ -301,27 +387,13 @@ def _placeholder_tokens(engine_input: Mapping[str, Any]) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _step(out: Any, prompt_len: int, image_tokens: int = 0, video_tokens: int = 0) -> EngineStep:
-    choices = tuple(
-        ChoiceDelta(
-            index=int(o.index),
-            text=str(o.text),
-            token_ids=tuple(int(t) for t in o.token_ids),
-            finish_reason=o.finish_reason,
-        )
-        for o in out.outputs
-    )
-    return EngineStep(
-        prompt_tokens=prompt_len,
-        choices=choices,
-        finished=bool(out.finished),
-        image_tokens=image_tokens,
-        video_tokens=video_tokens,
-    )
-
-
 def _validation_error(exc: Any) -> InvalidRequestError:
     message = exc.args[0] if exc.args else "invalid request"
     if "maximum context length" in str(message):
         return ContextLengthError(str(message), param="messages")
     return InvalidRequestError(str(message), param=getattr(exc, "parameter", None))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -6,13 +6,21 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from server.engine.base import Engine, EngineRequest, EngineStep, SamplingSpec
+from server.engine.base import (
+    ChoiceDelta,
+    Engine,
+    EngineRequest,
+    EngineStep,
+    OutputSpec,
+    SamplingSpec,
+    TokenLogprob,
+)
 from server.errors import (
     ContextLengthError,
     EngineUnavailableError,
@@ -27,11 +35,20 @@ from server.schemas.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     Delta,
+    FinishReasonOut,
     PromptTokensDetails,
+    ToolCall,
+    ToolCallFunction,
+    ToolCallFunctionDelta,
     Usage,
+    _Request,
 )
+from server.schemas.chat import TokenLogprob as TokenLogprobOut
+from server.schemas.chat import ToolCallDelta as ToolCallDeltaOut
+from server.schemas.chat import TopLogprob as TopLogprobOut
 from server.service.admission import Admission
 from server.service.cost import estimate_cost
 from server.service.prompt import Conversation, build_conversation
@@ -39,21 +56,47 @@ from server.service.timing import GenerationMetrics, Timings
 
 
 @dataclass
+class _ToolCallState:
+    id: str
+    name: str
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ChoiceState:
-    """Everything one choice has produced so far."""
+    """Everything one choice has produced so far: content, reasoning, tool calls (merged by index), logprobs."""
 
     index: int
-    text: list[str] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, _ToolCallState] = field(default_factory=dict)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     tokens: int = 0
     finish_reason: str | None = None
 
-    def add(self, text: str, tokens: int, finish_reason: str | None) -> None:
-        self.text.append(text)
-        self.tokens += tokens
-        if finish_reason is not None:
-            if finish_reason == "abort":
+    def add(self, delta: ChoiceDelta) -> None:
+        if delta.content:
+            self.content.append(delta.content)
+        if delta.reasoning:
+            self.reasoning.append(delta.reasoning)
+        for call in delta.tool_calls:
+            state = self.tool_calls.get(call.index)
+            if state is None:
+                state = self.tool_calls[call.index] = _ToolCallState(id=call.id or _call_id(), name=call.name or "")
+            elif call.name and not state.name:
+                state.name = call.name
+            if call.arguments:
+                state.arguments.append(call.arguments)
+        self.logprobs.extend(delta.logprobs)
+        self.tokens += len(delta.token_ids)
+        if delta.finish_reason is not None:
+            if delta.finish_reason == "abort":
                 raise EngineUnavailableError("the request was aborted by the server")
-            self.finish_reason = finish_reason
+            self.finish_reason = delta.finish_reason
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _require_finished(choices: list[ChoiceState]) -> None:
@@ -86,11 +129,47 @@ def _usage(step_prompt: int, completion: int, image_tokens: int, video_tokens: i
     )
 
 
-def _openai_reason(reason: str | None) -> Literal["stop", "length"]:
-    return "length" if reason == "length" else "stop"
+def _openai_reason(reason: str | None, output: OutputSpec, called: bool) -> FinishReasonOut:
+    """OpenAI's finish reasons: ``tool_calls`` when the model called a tool it chose (auto) or had to call (required);
+    a call to the one named function ends with ``stop``, as OpenAI's own API does."""
+    if reason == "length":
+        return "length"
+    if called and output.named_tool is None:
+        return "tool_calls"
+    return "stop"
 
 
-def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
+def output_spec(req: ChatCompletionRequest) -> OutputSpec:
+    choice = req.effective_tool_choice
+    return OutputSpec(
+        tools=tuple(tool.model_dump(exclude_none=True) for tool in req.tools or ()),
+        tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
+        parallel_tool_calls=req.parallel_tool_calls,
+        response_format=None if req.response_format is None else req.response_format.model_dump(by_alias=True),
+        chat_template_kwargs=req.chat_template_kwargs.as_kwargs() if req.chat_template_kwargs else {},
+    )
+
+
+def _logprobs_out(req: ChatCompletionRequest, items: Sequence[TokenLogprob]) -> ChoiceLogprobs | None:
+    if not req.logprobs:
+        return None
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprobOut(
+                token=item.token,
+                logprob=item.logprob,
+                bytes=list(item.bytes),
+                top_logprobs=[TopLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in item.top],
+            )
+            for item in items
+        ]
+    )
+
+
+def sampling_spec(req: _Request) -> SamplingSpec:
+    logprobs: int | None = None
+    if isinstance(req, ChatCompletionRequest) and req.logprobs:
+        logprobs = req.top_logprobs or 0
     return SamplingSpec(
         max_tokens=req.completion_limit,
         temperature=req.temperature,
@@ -104,6 +183,34 @@ def _sampling(req: ChatCompletionRequest) -> SamplingSpec:
         stop=req.stop_sequences,
         n=req.n,
         ignore_eos=req.ignore_eos,
+        logprobs=logprobs,
+        logit_bias={int(k): v for k, v in req.logit_bias.items()} if req.logit_bias else None,
+    )
+
+
+def _keep_allowed_calls(delta: ChoiceDelta, output: OutputSpec) -> ChoiceDelta:
+    """``parallel_tool_calls: false``: only the first call survives (vLLM's own server filters the same way)."""
+    if output.parallel_tool_calls or not any(call.index > 0 for call in delta.tool_calls):
+        return delta
+    return replace(delta, tool_calls=tuple(call for call in delta.tool_calls if call.index == 0))
+
+
+def _choice(req: ChatCompletionRequest, output: OutputSpec, state: ChoiceState) -> Choice:
+    calls = [
+        ToolCall(id=call.id, function=ToolCallFunction(name=call.name, arguments="".join(call.arguments)))
+        for _, call in sorted(state.tool_calls.items())
+    ]
+    content = "".join(state.content)
+    return Choice(
+        index=state.index,
+        message=AssistantMessage(
+            # OpenAI: content is null when the answer is only tool calls, "" when the model said nothing at all.
+            content=content if content or not calls else None,
+            reasoning_content="".join(state.reasoning) or None,
+            tool_calls=calls or None,
+        ),
+        finish_reason=_openai_reason(state.finish_reason, output, bool(calls)),
+        logprobs=_logprobs_out(req, state.logprobs),
     )
 
 
@@ -173,11 +280,17 @@ class ChatService:
         model = self._engine.model
         media = await self._media.load(conversation.images, conversation.videos, model.vision)
         _check_visual_budget(media, req.completion_limit, model.max_model_len)
-        prompt = self._engine.render_prompt(conversation.messages)
+        spec = output_spec(req)
+        template_kwargs: dict[str, Any] = dict(spec.chat_template_kwargs)
+        if spec.tools and spec.tool_choice != "none":
+            # tool_choice none: the model is not shown the tools at all (it cannot be tempted to call one).
+            template_kwargs["tools"] = [dict(tool) for tool in spec.tools]
+        prompt = self._engine.render_prompt(conversation.messages, **template_kwargs)
         return EngineRequest(
             request_id=request_id,
             prompt=prompt,
-            sampling=_sampling(req),
+            sampling=sampling_spec(req),
+            output=spec,
             images=tuple(item.image for item in media.images),
             videos=tuple(item.video for item in media.videos),
             images_resized=True,
@@ -196,31 +309,26 @@ class ChatService:
         conversation, cost = self.plan(req)
         choices = [ChoiceState(i) for i in range(req.n)]
         last: EngineStep | None = None
+        engine_request: EngineRequest | None = None
         try:
             async with asyncio.timeout(timeout_s), self._admitted(cost, timings):
                 engine_request = await self._prepare_timed(req, conversation, request_id, timings)
                 async for step in self._observed(engine_request, timings):
                     last = step
                     for delta in step.choices:
-                        choices[delta.index].add(delta.text, len(delta.token_ids), delta.finish_reason)
+                        choices[delta.index].add(_keep_allowed_calls(delta, engine_request.output))
         except TimeoutError as exc:
             raise RequestTimeoutError(f"the request did not finish within its deadline of {timeout_s:g} s") from exc
         finally:
             self._finish(timings)
         _require_finished(choices)
+        assert engine_request is not None  # set before any step
         completion_tokens = sum(c.tokens for c in choices)
         return ChatCompletion(
             id=request_id,
             created=created,
             model=self._engine.model.name,
-            choices=[
-                Choice(
-                    index=c.index,
-                    message=AssistantMessage(content="".join(c.text)),
-                    finish_reason=_openai_reason(c.finish_reason),
-                )
-                for c in choices
-            ],
+            choices=[_choice(req, engine_request.output, c) for c in choices],
             usage=_usage(
                 last.prompt_tokens if last else 0,
                 completion_tokens,
@@ -253,7 +361,9 @@ class ChatService:
         except BaseException:
             await resources.aclose()
             raise
-        stream = _ChunkStream(req, request_id, self._engine.model.name, first, steps, deadline, timeout_s)
+        stream = _ChunkStream(
+            req, request_id, self._engine.model.name, first, steps, deadline, timeout_s, engine_request.output
+        )
         return OpenStream(chunks=stream.chunks(resources), aclose=resources.aclose)
 
 
@@ -282,7 +392,10 @@ class _ChunkStream:
         steps: AsyncIterator[EngineStep],
         deadline: float | None = None,
         timeout_s: float | None = None,
+        output: OutputSpec | None = None,
     ) -> None:
+        self._req = req
+        self._output = output or OutputSpec()
         self._deadline = deadline
         self._timeout_s = timeout_s
         self._id = request_id
@@ -314,14 +427,7 @@ class _ChunkStream:
                 [ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices]
             )
             async for step in steps:
-                out = []
-                for delta in step.choices:
-                    state = self._choices[delta.index]
-                    state.add(delta.text, len(delta.token_ids), delta.finish_reason)
-                    if delta.text or delta.finish_reason is not None:
-                        reason = None if delta.finish_reason is None else _openai_reason(delta.finish_reason)
-                        content = delta.text or None
-                        out.append(ChunkChoice(index=delta.index, delta=Delta(content=content), finish_reason=reason))
+                out = [choice for delta in step.choices if (choice := self._chunk_choice(delta)) is not None]
                 if out:
                     yield self._chunk(out)
         _require_finished(self._choices)
@@ -329,6 +435,40 @@ class _ChunkStream:
             completion = sum(c.tokens for c in self._choices)
             usage = _usage(self._prompt_tokens, completion, self._first.image_tokens, self._first.video_tokens)
             yield self._chunk([], usage)
+
+    def _chunk_choice(self, delta: ChoiceDelta) -> ChunkChoice | None:
+        state = self._choices[delta.index]
+        delta = _keep_allowed_calls(delta, self._output)
+        known = set(state.tool_calls)
+        state.add(delta)
+        calls = [
+            ToolCallDeltaOut(
+                index=call.index,
+                id=state.tool_calls[call.index].id if call.index not in known else None,
+                type="function" if call.index not in known else None,
+                function=ToolCallFunctionDelta(
+                    name=state.tool_calls[call.index].name if call.index not in known else None,
+                    arguments=call.arguments if call.arguments or call.index not in known else None,
+                ),
+            )
+            for call in delta.tool_calls
+        ]
+        if call_indices := [c.index for c in delta.tool_calls if c.index not in known]:
+            known.update(call_indices)
+        reason = None
+        if delta.finish_reason is not None:
+            reason = _openai_reason(delta.finish_reason, self._output, bool(state.tool_calls))
+        logprobs = _logprobs_out(self._req, delta.logprobs) if delta.logprobs else None
+        if not (delta.content or delta.reasoning or calls or reason or logprobs):
+            return None
+        return ChunkChoice(
+            index=delta.index,
+            delta=Delta(
+                content=delta.content or None, reasoning_content=delta.reasoning or None, tool_calls=calls or None
+            ),
+            finish_reason=reason,
+            logprobs=logprobs,
+        )
 
     async def _all_steps(self) -> AsyncGenerator[EngineStep, None]:
         try:

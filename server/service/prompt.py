@@ -5,6 +5,8 @@ Limits on how many media parts a request may carry are checked here, before anyt
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +64,11 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
     for i, message in enumerate(messages):
         role = _TEMPLATE_ROLE.get(message.role, message.role)
         if message.content is None or isinstance(message.content, str):
-            out.append({"role": role, "content": _check_text(message.content or "", f"messages[{i}].content")})
+            entry: dict[str, Any] = {
+                "role": role,
+                "content": _check_text(message.content or "", f"messages[{i}].content"),
+            }
+            out.append(_with_tool_fields(entry, message, i))
             continue
         parts: list[dict[str, Any]] = []
         for j, part in enumerate(message.content):
@@ -82,9 +88,29 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
             elif isinstance(part, VideoPart):
                 videos.append(_video_part(part, f"{where}.video"))
                 parts.append({"type": "video"})
-        out.append({"role": role, "content": parts})
+        out.append(_with_tool_fields({"role": role, "content": parts}, message, i))
     _check_counts(images, videos, limits)
     return Conversation(messages=out, images=images, videos=videos)
+
+
+def _with_tool_fields(entry: dict[str, Any], message: Message, i: int) -> dict[str, Any]:
+    """The assistant's earlier tool calls and the tool's answers, as chat templates expect them (arguments as a JSON
+    object where they parse, as vLLM's renderer passes them)."""
+    if message.tool_calls:
+        calls = []
+        for j, call in enumerate(message.tool_calls):
+            arguments: Any = _check_text(call.function.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
+            with contextlib.suppress(ValueError):
+                arguments = json.loads(arguments)
+            calls.append(
+                {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
+            )
+        entry["tool_calls"] = calls
+    if message.tool_call_id is not None:
+        entry["tool_call_id"] = message.tool_call_id
+    if message.name is not None and message.role == "tool":
+        entry["name"] = message.name
+    return entry
 
 
 def _video_part(part: VideoPart, param: str) -> VideoRef:

@@ -1,0 +1,211 @@
+"""vLLM's own machinery for what the client asked of the output: structured outputs, tool calls, reasoning, logprobs.
+
+Nothing here parses model output by hand. The request's tools, ``tool_choice``, ``response_format`` and chat-template
+switches are handed to vLLM's OpenAI request model, and vLLM's unified ``Parser`` (the configured tool-call parser, e.g.
+``hermes`` for Qwen3-VL's ``<tool_call>`` blocks, composed with the reasoning parser, ``qwen3`` for Thinking checkpoints)
+does two things with it, exactly as ``vllm serve`` does:
+
+* ``adjust_request`` turns ``tool_choice: required`` or a named function into a structured-output constraint, so even a
+  random-weight model must produce a valid call; ``response_format`` becomes vLLM's ``StructuredOutputsParams``;
+* ``parse_delta`` splits each choice's streamed text into reasoning, content and tool-call deltas.
+
+Both the streaming and the non-streaming API answers are built from the same ``parse_delta`` stream, so they cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.engine.base import ChoiceDelta, OutputSpec, TokenLogprob, ToolCallDelta, TopLogprob
+from server.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ParserNames:
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+
+
+class OutputParsing:
+    """The engine-wide part: which parsers, over which tokenizer."""
+
+    def __init__(self, tokenizer: Any, names: ParserNames, model_config: Any = None) -> None:
+        from vllm.parser.parser_manager import ParserManager
+
+        self.names = names
+        self._tokenizer = tokenizer
+        self._model_config = model_config
+        self._parser_cls = ParserManager.get_parser(
+            tool_parser_name=names.tool_call_parser,
+            reasoning_parser_name=names.reasoning_parser,
+            enable_auto_tools=names.tool_call_parser is not None,
+            tokenizer=tokenizer,
+        )
+
+    def plan(self, spec: OutputSpec, model: str) -> RequestOutputPlan:
+        """vLLM's view of the request's output options, adjusted by the parser (forced tool calls → a grammar)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        if not spec.parse:
+            return RequestOutputPlan(self, None, spec, None)
+        if spec.tools and spec.tool_choice != "none" and self.names.tool_call_parser is None:
+            raise InvalidRequestError(
+                "tool calling is not enabled on this server (it runs with --tool-call-parser none)", param="tools"
+            )
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": ""}],
+            "stream": True,
+            "parallel_tool_calls": spec.parallel_tool_calls,
+            "chat_template_kwargs": dict(spec.chat_template_kwargs) or None,
+        }
+        if spec.tools:
+            body["tools"] = [dict(tool) for tool in spec.tools]
+            body["tool_choice"] = spec.tool_choice
+        if spec.response_format is not None:
+            body["response_format"] = dict(spec.response_format)
+        try:
+            request = ChatCompletionRequest.model_validate(body)
+        except ValueError as exc:  # our API validated these fields already; vLLM's model may still be stricter
+            raise InvalidRequestError(f"vLLM refused the request's output options: {_first_line(exc)}") from exc
+        if self._parser_cls is not None:
+            request = self._new_parser(spec).adjust_request(request)
+        return RequestOutputPlan(self, request, spec, request.extract_structured_outputs())
+
+    def _new_parser(self, spec: OutputSpec) -> Any:
+        assert self._parser_cls is not None
+        tools = None
+        if spec.tools:
+            from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionToolsParam
+
+            tools = [ChatCompletionToolsParam.model_validate(dict(tool)) for tool in spec.tools]
+        return self._parser_cls(
+            self._tokenizer,
+            tools,
+            chat_template_kwargs=dict(spec.chat_template_kwargs),
+            model_config=self._model_config,
+        )
+
+
+@dataclass
+class RequestOutputPlan:
+    parsing: OutputParsing
+    request: Any  # vLLM's ChatCompletionRequest, or None when the output is not parsed
+    spec: OutputSpec
+    structured_outputs: Any  # vLLM's StructuredOutputsParams or None
+
+    def reasoning_kwargs(self, prompt_token_ids: Sequence[int]) -> dict[str, Any]:
+        """What ``AsyncLLM.generate`` needs so a grammar starts after the reasoning, not inside it."""
+        if self.request is None or self.parsing._parser_cls is None:
+            return {}
+        parser = self.parsing._new_parser(self.spec)
+        if parser.reasoning_parser is None:
+            return {}
+        return {
+            "reasoning_ended": self.request.resolve_reasoning_ended(parser, list(prompt_token_ids)),
+            "reasoning_parser_kwargs": {"chat_template_kwargs": dict(self.spec.chat_template_kwargs)},
+        }
+
+    def choice_parser(self, prompt_token_ids: Sequence[int]) -> ChoiceParser:
+        parser = None
+        if self.request is not None and self.parsing._parser_cls is not None:
+            parser = self.parsing._new_parser(self.spec)
+        return ChoiceParser(parser, self.request, list(prompt_token_ids))
+
+
+class ChoiceParser:
+    """One choice's stream through vLLM's stateful ``Parser.parse_delta``."""
+
+    def __init__(self, parser: Any, request: Any, prompt_token_ids: list[int]) -> None:
+        self._parser = parser
+        self._request = request
+        self._prompt = prompt_token_ids
+
+    def feed(
+        self, text: str, token_ids: Sequence[int], finished: bool
+    ) -> tuple[str | None, str | None, tuple[ToolCallDelta, ...]]:
+        if self._parser is None:
+            return text, None, ()
+        try:
+            delta = self._parser.parse_delta(
+                text, list(token_ids), self._request, prompt_token_ids=self._prompt, finished=finished
+            )
+        except Exception:  # a parser bug must not cost the client its answer: fall back to the raw text
+            logger.exception("vLLM's output parser failed; returning the raw text of this delta")
+            return text, None, ()
+        if delta is None:
+            return None, None, ()
+        calls = tuple(
+            ToolCallDelta(
+                index=int(call.index),
+                id=call.id,
+                name=call.function.name if call.function is not None else None,
+                arguments=(call.function.arguments or "") if call.function is not None else "",
+            )
+            for call in delta.tool_calls or ()
+        )
+        return delta.content or None, delta.reasoning or None, calls
+
+
+def parse_step(parser: ChoiceParser, out: Any, logprobs: int | None, tokenizer: Any) -> ChoiceDelta:
+    """One vLLM ``CompletionOutput`` delta as our ``ChoiceDelta``."""
+    token_ids = tuple(int(t) for t in out.token_ids)
+    content, reasoning, calls = parser.feed(str(out.text), token_ids, out.finish_reason is not None)
+    return ChoiceDelta(
+        index=int(out.index),
+        text=str(out.text),
+        token_ids=token_ids,
+        finish_reason=out.finish_reason,
+        content=content,
+        reasoning=reasoning,
+        tool_calls=calls,
+        logprobs=_logprobs(token_ids, out.logprobs, logprobs, tokenizer) if logprobs is not None else (),
+    )
+
+
+def _token_text(token_id: int, entry: Any, tokenizer: Any) -> str:
+    decoded = getattr(entry, "decoded_token", None)
+    if decoded is None:
+        decoded = tokenizer.decode([token_id])
+    return str(decoded)
+
+
+def _logprobs(
+    token_ids: Sequence[int], positions: Sequence[Mapping[int, Any]] | None, top: int, tokenizer: Any
+) -> tuple[TokenLogprob, ...]:
+    if not positions:
+        return ()
+    out = []
+    for token_id, alternatives in zip(token_ids, positions, strict=False):
+        chosen = alternatives.get(token_id)
+        token = _token_text(token_id, chosen, tokenizer)
+        ranked = sorted(
+            ((tid, lp) for tid, lp in alternatives.items() if lp.rank is not None and lp.rank <= top),
+            key=lambda item: item[1].rank,
+        )[:top]
+        out.append(
+            TokenLogprob(
+                token=token,
+                logprob=max(float(chosen.logprob), -9999.0) if chosen is not None else -9999.0,
+                bytes=tuple(token.encode()),
+                top=tuple(
+                    TopLogprob(
+                        token=(text := _token_text(tid, lp, tokenizer)),
+                        logprob=max(float(lp.logprob), -9999.0),
+                        bytes=tuple(text.encode()),
+                    )
+                    for tid, lp in ranked
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
