@@ -74,9 +74,11 @@ class OutputParsing:
             request = ChatCompletionRequest.model_validate(body)
         except ValueError as exc:  # our API validated these fields already; vLLM's model may still be stricter
             raise InvalidRequestError(f"vLLM refused the request's output options: {_first_line(exc)}") from exc
+        parser = None
         if self._parser_cls is not None:
-            request = self._new_parser(spec).adjust_request(request)
-        return RequestOutputPlan(self, request, spec, request.extract_structured_outputs())
+            parser = self._new_parser(spec)
+            request = parser.adjust_request(request)
+        return RequestOutputPlan(self, request, spec, request.extract_structured_outputs(), parser)
 
     def _new_parser(self, spec: OutputSpec) -> Any:
         assert self._parser_cls is not None
@@ -99,13 +101,12 @@ class RequestOutputPlan:
     request: Any  # vLLM's ChatCompletionRequest, or None when the output is not parsed
     spec: OutputSpec
     structured_outputs: Any  # vLLM's StructuredOutputsParams or None
+    adjusting_parser: Any = None  # the parser that adjusted the request (its is_reasoning_end is stateless)
 
     def reasoning_kwargs(self, prompt_token_ids: Sequence[int]) -> dict[str, Any]:
         """What ``AsyncLLM.generate`` needs so a grammar starts after the reasoning, not inside it."""
-        if self.request is None or self.parsing._parser_cls is None:
-            return {}
-        parser = self.parsing._new_parser(self.spec)
-        if parser.reasoning_parser is None:
+        parser = self.adjusting_parser
+        if self.request is None or parser is None or parser.reasoning_parser is None:
             return {}
         return {
             "reasoning_ended": self.request.resolve_reasoning_ended(parser, list(prompt_token_ids)),
