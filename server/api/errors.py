@@ -29,9 +29,14 @@ def error_body(error: ServerError) -> dict[str, dict[str, str | None]]:
     return body
 
 
-# Union members and discriminator tags pydantic puts into error locations; they name no field of the request.
-_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
-_PART_TAGS = frozenset({"text", "image_url", "video_url", "image", "video"})
+# Union members and discriminator tags pydantic puts into error locations; they name no field of the request. The tags
+# are those of the discriminated unions in a list (message roles, content part types): the tag follows the item's index.
+_BRANCH_NAMES = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "constrained-str"})
+_UNION_TAGS = frozenset(
+    {"system", "developer", "user", "assistant", "tool", "text", "image_url", "video_url", "image", "video"}
+)
+
+_FORMAT_TAGS = frozenset({"text", "json_object", "json_schema"})
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
@@ -43,9 +48,11 @@ def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
         if isinstance(item, str) and (item in _BRANCH_NAMES or "[" in item or "(" in item):
             continue
         after_index = bool(cleaned) and isinstance(cleaned[-1], int)
-        if isinstance(item, str) and item in _PART_TAGS and after_index and not tag_dropped and i + 1 < len(loc):
-            tag_dropped = True  # the discriminator's tag, e.g. content[0].<image_url>.image_url
+        if isinstance(item, str) and item in _UNION_TAGS and after_index and not tag_dropped:
+            tag_dropped = True  # the discriminator's tag, e.g. messages[0].<user>.content[0].<image_url>.image_url
             continue
+        if item in _FORMAT_TAGS and loc[i - 1] == "response_format":
+            continue  # response_format.<json_schema>.json_schema.schema: the union's tag, not a field
         tag_dropped = False
         cleaned.append(item)
     return cleaned
@@ -76,7 +83,7 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
     # With unions (content: str | list[part]) every branch reports; the deepest location is the one that names the field.
     first = max(errors, key=lambda e: len(_clean_loc(tuple(e.get("loc", ())))))
     param = _loc_to_param(_clean_loc(tuple(first.get("loc", ())))) or None
-    message = str(first.get("msg", "invalid value"))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     context = first.get("ctx") or {}
     if "param" in context:  # a whole-request check that names the field it is about
         param = _join(param, str(context["param"]))
@@ -100,10 +107,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFoundError(f"no route for {request.method} {request.url.path}"), request)
-        if exc.status_code == 405:
-            return error_response(
+        if exc.status_code == 405:  # Starlette's exception carries the Allow header, which a 405 must send
+            response = error_response(
                 MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}")
             )
+            response.headers.update(exc.headers or {})
+            return response
         body = {
             "error": {
                 "message": str(exc.detail),
@@ -113,7 +122,7 @@ def install(app: FastAPI) -> None:
                 "request_id": current_request_id(),
             }
         }
-        return JSONResponse(body, status_code=exc.status_code)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

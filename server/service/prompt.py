@@ -18,11 +18,13 @@ from server.errors import InvalidRequestError
 from server.media.budget import ImageControls, VideoControls
 from server.media.loader import ImageRef, VideoRef
 from server.schemas.chat import (
+    AssistantMessageParam,
     ImageControlFields,
     ImagePart,
     ImageURLPart,
     Message,
     TextPart,
+    ToolMessageParam,
     VideoControlFields,
     VideoPart,
     VideoURLPart,
@@ -96,7 +98,7 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
 def _with_tool_fields(entry: dict[str, Any], message: Message, i: int) -> dict[str, Any]:
     """The assistant's earlier tool calls and the tool's answers, as chat templates expect them (arguments as a JSON
     object where they parse, as vLLM's renderer passes them)."""
-    if message.tool_calls:
+    if isinstance(message, AssistantMessageParam) and message.tool_calls:
         calls = []
         for j, call in enumerate(message.tool_calls):
             arguments: Any = _check_text(call.function.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
@@ -106,10 +108,10 @@ def _with_tool_fields(entry: dict[str, Any], message: Message, i: int) -> dict[s
                 {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
             )
         entry["tool_calls"] = calls
-    if message.tool_call_id is not None:
+    if isinstance(message, ToolMessageParam):
         entry["tool_call_id"] = message.tool_call_id
-    if message.name is not None and message.role == "tool":
-        entry["name"] = message.name
+        if message.name is not None:
+            entry["name"] = message.name
     return entry
 
 
