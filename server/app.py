@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server import lifecycle
-from server.api import chat, health, metrics, models
+from server.api import chat, completions, health, metrics, models
 from server.api import errors as error_handlers
 from server.api.guard import GuardConfig, GuardMiddleware
 from server.api.metrics import GatewayMetrics, MetricsMiddleware
@@ -30,9 +30,12 @@ from server.media import budget
 from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
 from server.schemas import openapi
-from server.schemas.chat import ChatCompletionChunk
+from server.schemas.chat_response import ChatCompletionChunk
+from server.schemas.completions import CompletionChunk
 from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
+from server.service.completions import CompletionService
+from server.service.generation import GenerationRunner
 from server.service.warmup import warm_up
 
 if TYPE_CHECKING:
@@ -87,12 +90,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.draining)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=settings.log_format == "json")
     error_handlers.install(app)
-    for router in (chat.router, models.router, health.router, metrics.router):
+    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
         app.include_router(router)
 
     def describe() -> dict[str, Any]:  # FastAPI's document, finished once: see server.schemas.openapi
         if app.openapi_schema is None:
-            app.openapi_schema = openapi.finish(FastAPI.openapi(app), extra_models=[ChatCompletionChunk])
+            app.openapi_schema = openapi.finish(
+                FastAPI.openapi(app), extra_models=[ChatCompletionChunk, CompletionChunk]
+            )
         return app.openapi_schema
 
     app.openapi = describe  # type: ignore[method-assign]
@@ -109,7 +114,9 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
     )
     state.admission = Admission(limits, state.metrics.admission)
     state.engine = engine
-    state.chat = ChatService(engine, media, state.admission, state.metrics.generation)
+    runner = GenerationRunner(engine, state.admission, state.metrics.generation)
+    state.chat = ChatService(runner, media)
+    state.completions = CompletionService(runner)
 
 
 async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
@@ -137,7 +144,7 @@ def _start_vllm(settings: Settings) -> Engine:
     from server.models import tiny
 
     if settings.model is None:
-        path = tiny.cached_checkpoint(settings.cache_dir, moe=settings.tiny_moe)
+        path = tiny.cached_checkpoint(settings.cache_dir, moe=settings.tiny_moe, thinking=settings.tiny_thinking)
         model, is_demo = str(path), True
         logger.warning(
             "No --model given: serving the embedded tiny RANDOM-WEIGHT Qwen3-VL demo model (%s). Its answers are "
@@ -150,9 +157,11 @@ def _start_vllm(settings: Settings) -> Engine:
     return VllmEngine.start(options, wedged_after_s=settings.engine_wedged_after)
 
 
-def _default_name(model: str, *, is_demo: bool, moe: bool) -> str:
+def _default_name(model: str, *, is_demo: bool, settings: Settings) -> str:
     if is_demo:
-        return "tiny-qwen3vl-moe" if moe else "tiny-qwen3vl"
+        from server.models.tiny import TinySpec
+
+        return TinySpec(moe=settings.tiny_moe, thinking=settings.tiny_thinking).name
     local = Path(model)
     # A local checkpoint is named by its folder; a hub id keeps its full "org/name" form, as vLLM does.
     return local.resolve().name if local.exists() else model
@@ -162,7 +171,7 @@ def engine_options(settings: Settings, model: str, *, is_demo: bool = False) -> 
     """The engine arguments a Settings object asks for (also what the profile tests hand to vLLM's own parser)."""
     from server.engine.vllm import EngineOptions
 
-    name = settings.served_model_name or _default_name(model, is_demo=is_demo, moe=settings.tiny_moe)
+    name = settings.served_model_name or _default_name(model, is_demo=is_demo, settings=settings)
     return EngineOptions(
         model=model,
         served_model_name=name,

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     )
     served_model_name: str | None = Field(None, description="Model id in the API (default: the model path's name).")
     tiny_moe: bool = Field(False, description="With no --model, serve the MoE variant of the tiny demo model.")
+    tiny_thinking: bool = Field(
+        False, description="With no --model, serve the Thinking variant of the tiny demo model (reasoning_content)."
+    )
     cache_dir: Path | None = Field(
         None, description="Where the tiny demo model is built (default ~/.cache/qwen3vl-server)."
     )

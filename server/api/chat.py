@@ -1,68 +1,17 @@
-"""``POST /v1/chat/completions``.
-
-A client that disconnects cancels its work, streaming or not, whether it is waiting for admission, fetching media or
-generating: the engine request is aborted. ``X-Request-Timeout`` (seconds) may shorten the server's deadline.
-"""
+"""``POST /v1/chat/completions``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
-from server.api import sse
+from server.api.generation import begin, event_stream_response, until_disconnected
 from server.api.state import ChatDep, StateDep
-from server.errors import ClientDisconnectedError, InvalidRequestError
-from server.schemas.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from server.schemas.chat import ChatCompletionRequest
+from server.schemas.chat_response import ChatCompletion, ChatCompletionChunk
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
-from server.service.timing import Timings
 
-logger = logging.getLogger(__name__)
 router = APIRouter()
-T = TypeVar("T")
-TIMEOUT_HEADER = "x-request-timeout"
-
-
-def _timeout(request: Request, limit: float | None) -> float | None:
-    raw = request.headers.get(TIMEOUT_HEADER)
-    if raw is None:
-        return limit
-    try:
-        asked = float(raw)
-    except ValueError:
-        asked = -1.0
-    if not asked > 0:
-        raise InvalidRequestError(f"{TIMEOUT_HEADER} must be a positive number of seconds", param=TIMEOUT_HEADER)
-    return asked if limit is None else min(asked, limit)
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` unless the client leaves first; then cancel it (which aborts the engine request)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        raise ClientDisconnectedError("the client closed the connection")
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
 
 
 @router.post(
@@ -80,20 +29,10 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, chat: ChatDep, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
-    if body.ignored_fields:
-        logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in body.ignored_fields[:20]))
-    timeout = _timeout(request, state.settings.request_timeout)
-    timings = Timings()
-    request.state.timings = timings  # read by the access log
+    timeout, timings = begin(request, state, body.ignored_fields)
     if not body.stream:
         completion = await until_disconnected(request, chat.complete(body, timeout, timings))
         response.headers["Server-Timing"] = timings.server_timing()
         return completion
     stream = await until_disconnected(request, chat.open_stream(body, timeout, timings))
-    return StreamingResponse(
-        sse.encode(stream.chunks, on_error=state.metrics.count_error),
-        media_type="text/event-stream",
-        # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},
-        background=BackgroundTask(stream.aclose),
-    )
+    return event_stream_response(stream, state, timings)

@@ -15,6 +15,7 @@ from server.engine.base import Engine
 from server.errors import EngineUnavailableError
 from server.service.admission import Admission
 from server.service.chat import ChatService
+from server.service.completions import CompletionService
 
 
 @dataclass
@@ -23,6 +24,7 @@ class AppState:
     metrics: GatewayMetrics
     engine: Engine | None = None
     chat: ChatService | None = None
+    completions: CompletionService | None = None
     admission: Admission | None = None
     ready: bool = False
     draining: bool = False
@@ -50,5 +52,13 @@ def get_chat(request: Request) -> ChatService:
     return state.chat
 
 
+def get_completions(request: Request) -> CompletionService:
+    state = get_state(request)
+    if state.completions is None:
+        raise EngineUnavailableError("the model is still loading; retry shortly")
+    return state.completions
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
+CompletionsDep = Annotated[CompletionService, Depends(get_completions)]

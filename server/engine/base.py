@@ -93,6 +93,8 @@ class EngineRequest:
     # Stable ids of the prepared items (content + budget + pre-processing), so the engine's own caches can hit.
     image_uuids: tuple[str, ...] = ()
     video_uuids: tuple[str, ...] = ()
+    # The request field the prompt came from, named in context-length errors ("messages" for chat, "prompt" for text).
+    prompt_param: str = "messages"
 
 
 @dataclass(frozen=True)

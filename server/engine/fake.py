@@ -11,7 +11,16 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engine.base import ChoiceDelta, EngineRequest, EngineStep, FinishReason, ModelInfo, VisionSpec
+from server.engine.base import (
+    ChoiceDelta,
+    EngineRequest,
+    EngineStep,
+    FinishReason,
+    ModelInfo,
+    TokenLogprob,
+    TopLogprob,
+    VisionSpec,
+)
 from server.errors import ContextLengthError, EngineUnavailableError, ServerError
 
 # The fake counts a visual item as this many prompt tokens (the real engine counts its Qwen grid).
@@ -90,13 +99,18 @@ class FakeEngine:
         epoch = self.aborted
         self.in_flight += 1
         try:
-            async for step in self._steps(outputs, longest, prompt_tokens, epoch):
+            async for step in self._steps(outputs, longest, prompt_tokens, epoch, request.sampling.logprobs):
                 yield step
         finally:
             self.in_flight -= 1
 
     async def _steps(
-        self, outputs: list[tuple[list[str], FinishReason]], longest: int, prompt_tokens: int, epoch: int
+        self,
+        outputs: list[tuple[list[str], FinishReason]],
+        longest: int,
+        prompt_tokens: int,
+        epoch: int,
+        logprobs: int | None = None,
     ) -> AsyncIterator[EngineStep]:
         for step in range(longest):
             if self.aborted != epoch:  # abort_all() was called: end every choice as vLLM does
@@ -128,7 +142,9 @@ class FakeEngine:
                         content=part.content if part is not None else tokens[step],
                         reasoning=part.reasoning if part is not None else None,
                         tool_calls=part.tool_calls if part is not None else (),
-                        logprobs=part.logprobs if part is not None else (),
+                        logprobs=part.logprobs
+                        if part is not None and part.logprobs
+                        else _logprobs(tokens[step], logprobs),
                     )
                 )
             yield EngineStep(prompt_tokens=prompt_tokens, choices=tuple(deltas), finished=step == longest - 1)
@@ -153,3 +169,11 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         self.dead = True
+
+
+def _logprobs(token: str, alternatives: int | None) -> tuple[TokenLogprob, ...]:
+    """Made-up but well-formed logprobs when the request asks for them: the sampled token, then ``alternatives``."""
+    if alternatives is None:
+        return ()
+    top = tuple(TopLogprob(f"{token}~{k}", -1.0 - k, tuple(f"{token}~{k}".encode())) for k in range(alternatives))
+    return (TokenLogprob(token, -0.5, tuple(token.encode()), top),)

@@ -148,3 +148,13 @@ def test_vllm_qwen3_reasoning_parser_works_with_the_thinking_checkpoint() -> Non
     assert parser.extract_reasoning("abc</think>def", request) == ("abc", "def")
     # A truncated answer that never closes the block is all reasoning.
     assert parser.extract_reasoning("still thinking", request) == ("still thinking", None)
+
+
+def test_demo_settings_pick_the_variant_and_its_name() -> None:
+    from server.app import engine_options
+    from server.config import Settings
+
+    settings = Settings(tiny_moe=True, tiny_thinking=True)
+    options = engine_options(settings, str(cached_checkpoint(moe=True, thinking=True)), is_demo=True)
+    assert options.served_model_name == "tiny-qwen3vl-moe-thinking"
+    assert Settings(_cli_parse_args=["--tiny-thinking"]).tiny_thinking

@@ -1,0 +1,37 @@
+"""``POST /v1/completions``: raw text prompts (no chat template, no media)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from server.api.generation import begin, event_stream_response, until_disconnected
+from server.api.state import CompletionsDep, StateDep
+from server.schemas.completions import Completion, CompletionChunk, CompletionRequest
+from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": Completion,
+            "description": "The completion; with stream=true, server-sent events of chunks, then [DONE].",
+            "content": event_stream(CompletionChunk),
+        },
+        **error_responses(400, 404, 429, 504, *BODY_ERRORS, *GUARD_ERRORS),
+    },
+)
+async def completions(
+    body: CompletionRequest, request: Request, response: Response, service: CompletionsDep, state: StateDep
+) -> Completion | StreamingResponse:
+    timeout, timings = begin(request, state, body.ignored_fields)
+    if not body.stream:
+        completion = await until_disconnected(request, service.complete(body, timeout, timings))
+        response.headers["Server-Timing"] = timings.server_timing()
+        return completion
+    stream = await until_disconnected(request, service.open_stream(body, timeout, timings))
+    return event_stream_response(stream, state, timings)

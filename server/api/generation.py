@@ -1,0 +1,84 @@
+"""What the generating routes share: the request deadline, cancelling on disconnect, and the SSE response.
+
+A client that disconnects cancels its work, streaming or not, whether it is waiting for admission, fetching media or
+generating: the engine request is aborted. ``X-Request-Timeout`` (seconds) may shorten the server's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from server.api import sse
+from server.api.state import AppState
+from server.errors import ClientDisconnectedError, InvalidRequestError
+from server.service.generation import OpenStream
+from server.service.timing import Timings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+TIMEOUT_HEADER = "x-request-timeout"
+
+
+def request_timeout(request: Request, limit: float | None) -> float | None:
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return limit
+    try:
+        asked = float(raw)
+    except ValueError:
+        asked = -1.0
+    if not asked > 0:
+        raise InvalidRequestError(f"{TIMEOUT_HEADER} must be a positive number of seconds", param=TIMEOUT_HEADER)
+    return asked if limit is None else min(asked, limit)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` unless the client leaves first; then cancel it (which aborts the engine request)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise ClientDisconnectedError("the client closed the connection")
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+
+
+def begin(request: Request, state: AppState, ignored: list[str]) -> tuple[float | None, Timings]:
+    """Log ignored fields, read the deadline, and start the stage timings the access log reads."""
+    if ignored:
+        logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in ignored[:20]))
+    timeout = request_timeout(request, state.settings.request_timeout)
+    timings = Timings()
+    request.state.timings = timings
+    return timeout, timings
+
+
+def event_stream_response(stream: OpenStream[Any], state: AppState, timings: Timings) -> StreamingResponse:
+    chunks: Any = stream.chunks  # an AsyncIterator of pydantic models
+    return StreamingResponse(
+        sse.encode(chunks, on_error=state.metrics.count_error),
+        media_type="text/event-stream",
+        # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},
+        background=BackgroundTask(stream.aclose),
+    )
