@@ -12,12 +12,13 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.engine.base import EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.base import EngineRequest, EngineStep, ModelInfo, OutputSpec, VisionSpec
 from server.engine.vllm_output import ChoiceParser, OutputParsing, ParserNames, RequestOutputPlan, parse_step
 from server.errors import (
     ContextLengthError,
@@ -126,7 +127,9 @@ class VllmEngine:
         self._last_progress = time.monotonic()
         self._tokenizer = llm.get_tokenizer()
         self._defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
-        self._output = OutputParsing(self._tokenizer, parsers or ParserNames(), llm.model_config)
+        structured = getattr(getattr(llm, "vllm_config", None), "structured_outputs_config", None)
+        compact = bool(getattr(structured, "disable_any_whitespace", False))
+        self._output = OutputParsing(self._tokenizer, parsers or ParserNames(), llm.model_config, compact_json=compact)
 
     @classmethod
     def start(cls, options: EngineOptions, wedged_after_s: float = 120.0) -> VllmEngine:
@@ -200,7 +203,7 @@ class VllmEngine:
         except EngineDeadError as exc:
             raise EngineUnavailableError("the inference engine has stopped; retry on another replica") from exc
         except VLLMValidationError as exc:
-            raise _validation_error(exc) from exc
+            raise _validation_error(exc, request.output, request.prompt_param) from exc
         except VLLMClientError as exc:
             raise InvalidRequestError(str(exc)) from exc
         except EngineGenerateError as exc:
@@ -278,16 +281,17 @@ class VllmEngine:
         spec = request.sampling
         room = self._info.max_model_len - prompt_len
         media = f" (media: {describe_items(request.visual_items)})" if request.visual_items else ""
+        used = f"the {request.prompt_param} {'uses' if request.prompt_param == 'prompt' else 'use'}"
         if room <= 0:
             raise ContextLengthError(
-                f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
+                f"this model's maximum context length is {self._info.max_model_len} tokens; {used} "
                 f"{prompt_len} tokens{media}, leaving no room for a completion",
-                param="messages",
+                param=request.prompt_param,
             )
         max_tokens = spec.max_tokens if spec.max_tokens is not None else room
         if max_tokens > room:
             raise ContextLengthError(
-                f"this model's maximum context length is {self._info.max_model_len} tokens; the messages use "
+                f"this model's maximum context length is {self._info.max_model_len} tokens; {used} "
                 f"{prompt_len} tokens{media} and max_tokens asks for {max_tokens}; at most {room} completion tokens fit",
                 param="max_tokens",
             )
@@ -387,11 +391,32 @@ def _placeholder_tokens(engine_input: Mapping[str, Any]) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def _validation_error(exc: Any) -> InvalidRequestError:
-    message = exc.args[0] if exc.args else "invalid request"
-    if "maximum context length" in str(message):
-        return ContextLengthError(str(message), param="messages")
-    return InvalidRequestError(str(message), param=getattr(exc, "parameter", None))
+def _validation_error(
+    exc: Any, output: OutputSpec | None = None, prompt_param: str = "messages"
+) -> InvalidRequestError:
+    message = str(exc.args[0] if exc.args else "invalid request")
+    if "maximum context length" in message:
+        return ContextLengthError(message, param=prompt_param)
+    param = getattr(exc, "parameter", None)
+    if param is None and output is not None and _GRAMMAR_FAILURE.search(message):
+        # The grammar compiler refused a schema (e.g. a lookbehind in a pattern): name the field the schema came from,
+        # and drop xgrammar's "[hh:mm:ss] /path/file.cc:83: " prefix from the message.
+        param = _structured_output_field(output)
+        message = _XGRAMMAR_LOCATION.sub("", message).strip()
+    return InvalidRequestError(message, param=param)
+
+
+_GRAMMAR_FAILURE = re.compile(r"grammar|structural tag|json schema", re.IGNORECASE)
+_XGRAMMAR_LOCATION = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
+
+
+def _structured_output_field(output: OutputSpec) -> str | None:
+    """Which request field a structured-output grammar came from: the tools when a call is forced (or no
+    response_format is set), otherwise the response_format."""
+    forced = output.tool_choice == "required" or output.named_tool is not None
+    if output.tools and output.tool_choice != "none" and (forced or output.response_format is None):
+        return "tools"
+    return "response_format" if output.response_format is not None else None
 
 
 def _first_line(exc: BaseException) -> str:

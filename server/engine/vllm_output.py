@@ -15,9 +15,10 @@ disagree.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from server.engine.base import ChoiceDelta, OutputSpec, TokenLogprob, ToolCallDelta, TopLogprob
@@ -35,10 +36,13 @@ class ParserNames:
 class OutputParsing:
     """The engine-wide part: which parsers, over which tokenizer."""
 
-    def __init__(self, tokenizer: Any, names: ParserNames, model_config: Any = None) -> None:
+    def __init__(
+        self, tokenizer: Any, names: ParserNames, model_config: Any = None, compact_json: bool = False
+    ) -> None:
         from vllm.parser.parser_manager import ParserManager
 
         self.names = names
+        self._compact_json = compact_json
         self._tokenizer = tokenizer
         self._model_config = model_config
         self._parser_cls = ParserManager.get_parser(
@@ -66,7 +70,8 @@ class OutputParsing:
             "chat_template_kwargs": dict(spec.chat_template_kwargs) or None,
         }
         if spec.tools:
-            body["tools"] = [dict(tool) for tool in spec.tools]
+            forced = spec.tool_choice == "required" or spec.named_tool is not None
+            body["tools"] = [_pinned(tool) if forced else dict(tool) for tool in spec.tools]
             body["tool_choice"] = spec.tool_choice
         if spec.response_format is not None:
             body["response_format"] = dict(spec.response_format)
@@ -78,7 +83,10 @@ class OutputParsing:
         if self._parser_cls is not None:
             parser = self._new_parser(spec)
             request = parser.adjust_request(request)
-        return RequestOutputPlan(self, request, spec, request.extract_structured_outputs(), parser)
+        structured = request.extract_structured_outputs()
+        if self._compact_json and structured is not None and structured.structural_tag:
+            structured = replace(structured, structural_tag=_bounded_whitespace(structured.structural_tag))
+        return RequestOutputPlan(self, request, spec, structured, parser)
 
     def _new_parser(self, spec: OutputSpec) -> Any:
         assert self._parser_cls is not None
@@ -93,6 +101,38 @@ class OutputParsing:
             chat_template_kwargs=dict(spec.chat_template_kwargs),
             model_config=self._model_config,
         )
+
+
+def _pinned(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """A forced call (``required`` or a named function) must be a valid call: its arguments follow the tool's parameter
+    schema. vLLM 0.32 constrains only the call's envelope for a tool without ``strict: true`` (the arguments may be any
+    JSON value, e.g. ``true``), so a tool that leaves ``strict`` unset is pinned here; an explicit ``strict: false``
+    is the client's choice and is kept. A function without ``parameters`` takes none (OpenAI): its arguments are ``{}``.
+    """
+    function = dict(tool.get("function") or {})
+    function.setdefault("strict", True)
+    function.setdefault("parameters", {"type": "object", "properties": {}, "additionalProperties": False})
+    return {**tool, "function": function}
+
+
+def _bounded_whitespace(structural_tag: str) -> str:
+    """The engine's compact-JSON setting (``disable_any_whitespace``) covers JSON-schema grammars but not the JSON inside
+    a structural tag (the tool calls' arguments), where xgrammar allows unlimited whitespace by default: a weak model
+    then pads a forced call with blanks until max_tokens. Allow at most one blank in a row there (xgrammar's smallest
+    bound; 0 is refused)."""
+
+    def bound(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {key: bound(value) for key, value in node.items()}
+            is_json = node.get("type") == "json_schema" and node.get("style", "json") == "json"
+            if is_json and node.get("max_whitespace_cnt") is None:
+                node["max_whitespace_cnt"] = 1
+            return node
+        if isinstance(node, list):
+            return [bound(item) for item in node]
+        return node
+
+    return json.dumps(bound(json.loads(structural_tag)))
 
 
 @dataclass

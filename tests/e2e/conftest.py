@@ -23,7 +23,7 @@ from openai import OpenAI
 
 from server.app import create_app
 from server.config import Settings
-from server.models.tiny import cached_checkpoint
+from server.models.tiny import TinySpec, cached_checkpoint
 
 READY_TIMEOUT_S = 600
 
@@ -71,12 +71,14 @@ class _Collect(logging.Handler):
 
 
 @contextlib.contextmanager
-def live_server(*, moe: bool) -> Iterator[LiveServer]:
-    """The dense server runs the default (no --model: the embedded demo); the MoE one names its checkpoint."""
-    checkpoint = cached_checkpoint(moe=moe)
+def live_server(*, moe: bool, thinking: bool = False) -> Iterator[LiveServer]:
+    """The dense Instruct server runs the default (no --model: the embedded demo); the others name their checkpoint
+    (the Thinking edition's chat template opens ``<think>``, so the server picks vLLM's qwen3 reasoning parser)."""
+    checkpoint = cached_checkpoint(moe=moe, thinking=thinking)
+    named = moe or thinking
     settings = Settings(
-        model=str(checkpoint) if moe else None,
-        served_model_name="tiny-qwen3vl-moe" if moe else None,
+        model=str(checkpoint) if named else None,
+        served_model_name=TinySpec(moe=moe, thinking=thinking).name if named else None,
         max_model_len=4096,
         enforce_eager=True,
         kv_cache_memory_bytes=1 << 30,

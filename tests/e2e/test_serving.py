@@ -271,11 +271,25 @@ def test_models_and_version(dense_server: LiveServer) -> None:
 def test_moe_checkpoint_answers_an_image_request_then_health_reports_engine_death(dense_server: LiveServer) -> None:
     # Depends on dense_server only so the two engines start one after the other, never at once.
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with live_server(moe=True) as moe:
-        completion = complete(moe, image_message(data_url(png(128, 128, seed=9))), max_tokens=6, temperature=0)
-        assert completion.model == "tiny-qwen3vl-moe"
+    with live_server(moe=True, thinking=True) as moe:
+        messages = image_message(data_url(png(128, 128, seed=9)))
+        completion = complete(moe, messages, max_tokens=6, temperature=0)
+        assert completion.model == "tiny-qwen3vl-moe-thinking"
         assert completion.usage is not None and completion.usage.completion_tokens == 6
         assert completion.usage.prompt_tokens > 16  # a 128×128 image is 16 visual tokens, plus the template's
+
+        # The Thinking template opens <think>, so the server picked vLLM's qwen3 reasoning parser: the text before
+        # </think> is reasoning_content (with no </think> in the output, all of it, and content is null).
+        assert moe.app.state.qwen3vl.engine.model.extra["reasoning_parser"] == "qwen3"
+        message = completion.choices[0].message
+        reasoning = (message.model_extra or {}).get("reasoning_content")
+        assert isinstance(reasoning, str) and reasoning
+        text, chunks = stream(moe, messages, max_tokens=6, temperature=0)
+        deltas = [c.delta for chunk in chunks for c in chunk.choices]
+        streamed = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+        assert streamed == reasoning  # stream == non-stream, whitespace included
+        assert text == (message.content or "")
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
 
         # Kill this engine's core process: liveness must turn 503 and requests must get a clean 503, not a 500.
         mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
