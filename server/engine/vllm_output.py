@@ -15,6 +15,7 @@ disagree.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -210,6 +211,26 @@ def parse_step(parser: ChoiceParser, out: Any, logprobs: int | None, tokenizer: 
     )
 
 
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def token_bytes(token_id: int, text: str, tokenizer: Any) -> tuple[int, ...]:
+    """A token's own bytes, as OpenAI reports them: Qwen's byte-level BPE spells each byte as one character, so a token
+    that ends inside a UTF-8 character (whose decoded text is empty or U+FFFD) still has its exact bytes."""
+    try:
+        piece = tokenizer.convert_ids_to_tokens(token_id)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        piece = None
+    decoder = _byte_decoder()
+    if isinstance(piece, str) and piece and all(char in decoder for char in piece):
+        return tuple(decoder[char] for char in piece)
+    return tuple(text.encode())  # added tokens (<|im_end|>, ...) are stored as their text
+
+
 def _token_text(token_id: int, entry: Any, tokenizer: Any) -> str:
     decoded = getattr(entry, "decoded_token", None)
     if decoded is None:
@@ -234,12 +255,12 @@ def _logprobs(
             TokenLogprob(
                 token=token,
                 logprob=max(float(chosen.logprob), -9999.0) if chosen is not None else -9999.0,
-                bytes=tuple(token.encode()),
+                bytes=token_bytes(token_id, token, tokenizer),
                 top=tuple(
                     TopLogprob(
                         token=(text := _token_text(tid, lp, tokenizer)),
                         logprob=max(float(lp.logprob), -9999.0),
-                        bytes=tuple(text.encode()),
+                        bytes=token_bytes(tid, text, tokenizer),
                     )
                     for tid, lp in ranked
                 ),

@@ -158,3 +158,17 @@ def test_demo_settings_pick_the_variant_and_its_name() -> None:
     options = engine_options(settings, str(cached_checkpoint(moe=True, thinking=True)), is_demo=True)
     assert options.served_model_name == "tiny-qwen3vl-moe-thinking"
     assert Settings(_cli_parse_args=["--tiny-thinking"]).tiny_thinking
+
+
+def test_logprob_bytes_are_each_tokens_own_bytes() -> None:
+    from transformers import AutoTokenizer
+
+    from server.engine.vllm_output import token_bytes
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cached_checkpoint()))
+    text = "日本語 ünïcödé 🙂 <|im_end|>"
+    ids = tokenizer(text)["input_ids"]
+    pieces = [bytes(token_bytes(i, tokenizer.decode([i]), tokenizer)) for i in ids]
+    assert b"".join(pieces) == text.encode()
+    # The tiny vocabulary splits these characters into single bytes: each token's text is U+FFFD, its bytes are exact.
+    assert tokenizer.decode([ids[0]]) == "\ufffd" and pieces[0] == "日".encode()[:1]
