@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from server import lifecycle
 from server.api import chat, completions, health, metrics, models
@@ -74,11 +75,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=lifespan)
     app.state.qwen3vl = state
+    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
+        app.include_router(router)
     guard = GuardConfig(
         api_keys=settings.all_api_keys(),
         open_paths=frozenset(settings.open_paths),
         max_body_bytes=settings.max_body_bytes,
         max_headers=settings.max_headers,
+        body_paths=frozenset(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods),
     )
     if settings.cors_allow_origins:
         app.add_middleware(
@@ -90,8 +94,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.draining)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=settings.log_format == "json")
     error_handlers.install(app)
-    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
-        app.include_router(router)
 
     def describe() -> dict[str, Any]:  # FastAPI's document, finished once: see server.schemas.openapi
         if app.openapi_schema is None:

@@ -25,6 +25,8 @@ class GuardConfig:
     open_paths: frozenset[str] = frozenset({"/health", "/ready", "/startup", "/metrics", "/version"})
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 100
+    # Paths that take a POST body (must be JSON). None: every path. A POST elsewhere goes on to routing and its 405.
+    body_paths: frozenset[str] | None = None
 
 
 class BodyTooLarge(HTTPException):
@@ -98,7 +100,8 @@ class GuardMiddleware:
             return _error(
                 503, "the server is shutting down; retry on another replica", "draining", "server_error", request_id
             )
-        if scope.get("method") == "POST":
+        takes_body = self.config.body_paths is None or path in self.config.body_paths
+        if scope.get("method") == "POST" and takes_body:
             content_type = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
             if content_type != b"application/json":
                 return _error(

@@ -108,6 +108,11 @@ def test_content_type_must_be_json(client: TestClient) -> None:
         "/v1/chat/completions", content=json.dumps(BODY), headers={"Content-Type": "application/json; charset=utf-8"}
     )
     assert ok.status_code == 200
+    completions = client.post("/v1/completions", content="prompt=x", headers={"Content-Type": "text/plain"})
+    assert completions.status_code == 415
+    # A POST to a route that takes none is answered by routing (405 + Allow), not by the body check.
+    wrong = client.post("/health", content="x", headers={"Content-Type": "text/plain"})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
 
 
 def test_body_limit_by_header_and_while_reading() -> None:

@@ -29,7 +29,6 @@ from schemathesis.specs.openapi.checks import (
     positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
-    unsupported_method,
 )
 
 from server.app import create_app
@@ -91,16 +90,12 @@ def _aim_at_the_handler(case: schemathesis.Case[Any]) -> None:
 def _checks_that_do_not_apply(case: schemathesis.Case[Any], response: schemathesis.Response) -> list[Any]:
     """A valid request may still be refused for what the document cannot know (an unknown model, media that cannot be
     fetched or more of them than the server takes, a completion limit beyond the context window): schema-valid chats
-    must be accepted only with a served model and a valid conversation, unless the completion limit does not fit. And
-    the guard answers any POST without a JSON body with a 415 before routing, so a POST to a GET-only route is a 415
-    rather than a 405 (the other undeclared methods are checked)."""
+    must be accepted only with a served model and a valid conversation, unless the completion limit does not fit."""
     excluded = []
     aimed = isinstance(case.body, dict) and case.body.get("messages") is VALID_MESSAGES
     too_long = response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
     if case.operation.path != CHAT or not aimed or too_long:
         excluded.append(positive_data_acceptance)
-    if case.method.upper() == "POST" and case.operation.method.upper() != "POST":
-        excluded.append(unsupported_method)
     return excluded
 
 
