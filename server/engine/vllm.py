@@ -12,14 +12,21 @@ import contextlib
 import gc
 import logging
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.engine.base import EngineRequest, EngineStep, ModelInfo, OutputSpec, VisionSpec
-from server.engine.vllm_output import ChoiceParser, OutputParsing, ParserNames, RequestOutputPlan, parse_step
+from server.engine.base import EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.vllm_output import (
+    ChoiceParser,
+    OutputParsing,
+    ParserNames,
+    RequestOutputPlan,
+    first_line,
+    parse_step,
+    validation_error,
+)
 from server.errors import (
     ContextLengthError,
     EngineError,
@@ -203,7 +210,7 @@ class VllmEngine:
         except EngineDeadError as exc:
             raise EngineUnavailableError("the inference engine has stopped; retry on another replica") from exc
         except VLLMValidationError as exc:
-            raise _validation_error(exc, request.output, request.prompt_param) from exc
+            raise validation_error(exc, request.output, request.prompt_param) from exc
         except VLLMClientError as exc:
             raise InvalidRequestError(str(exc)) from exc
         except EngineGenerateError as exc:
@@ -214,7 +221,7 @@ class VllmEngine:
             # vLLM's input processor validates the sampling parameters (e.g. a logit_bias token outside the vocabulary,
             # a schema the grammar compiler refuses) with plain ValueErrors before the request is queued.
             logger.info("vLLM refused the request: %s", exc)
-            raise InvalidRequestError(f"the request was refused by the engine: {_first_line(exc)}") from exc
+            raise InvalidRequestError(f"the request was refused by the engine: {first_line(exc)}") from exc
 
     def _step(
         self,
@@ -389,36 +396,3 @@ def _placeholder_tokens(engine_input: Mapping[str, Any]) -> tuple[int, int]:
     placeholders = engine_input.get("mm_placeholders") or {}
     counts = [sum(int(p.get_num_embeds()) for p in placeholders.get(kind, [])) for kind in ("image", "video")]
     return counts[0], counts[1]
-
-
-def _validation_error(
-    exc: Any, output: OutputSpec | None = None, prompt_param: str = "messages"
-) -> InvalidRequestError:
-    message = str(exc.args[0] if exc.args else "invalid request")
-    if "maximum context length" in message:
-        return ContextLengthError(message, param=prompt_param)
-    param = getattr(exc, "parameter", None)
-    if param is None and output is not None and _GRAMMAR_FAILURE.search(message):
-        # The grammar compiler refused a schema (e.g. a lookbehind in a pattern): name the field the schema came from,
-        # and drop xgrammar's "[hh:mm:ss] /path/file.cc:83: " prefix from the message.
-        param = _structured_output_field(output)
-        message = _XGRAMMAR_LOCATION.sub("", message).strip()
-    return InvalidRequestError(message, param=param)
-
-
-_GRAMMAR_FAILURE = re.compile(r"grammar|structural tag|json schema", re.IGNORECASE)
-_XGRAMMAR_LOCATION = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
-
-
-def _structured_output_field(output: OutputSpec) -> str | None:
-    """Which request field a structured-output grammar came from: the tools when a call is forced (or no
-    response_format is set), otherwise the response_format."""
-    forced = output.tool_choice == "required" or output.named_tool is not None
-    if output.tools and output.tool_choice != "none" and (forced or output.response_format is None):
-        return "tools"
-    return "response_format" if output.response_format is not None else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

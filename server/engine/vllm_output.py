@@ -18,12 +18,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from server.engine.base import ChoiceDelta, OutputSpec, TokenLogprob, ToolCallDelta, TopLogprob
-from server.errors import InvalidRequestError
+from server.errors import ContextLengthError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class OutputParsing:
         try:
             request = ChatCompletionRequest.model_validate(body)
         except ValueError as exc:  # our API validated these fields already; vLLM's model may still be stricter
-            raise InvalidRequestError(f"vLLM refused the request's output options: {_first_line(exc)}") from exc
+            raise InvalidRequestError(f"vLLM refused the request's output options: {first_line(exc)}") from exc
         parser = None
         if self._parser_cls is not None:
             parser = self._new_parser(spec)
@@ -269,5 +270,32 @@ def _logprobs(
     return tuple(out)
 
 
-def _first_line(exc: BaseException) -> str:
+def validation_error(exc: Any, output: OutputSpec | None = None, prompt_param: str = "messages") -> InvalidRequestError:
+    """A vLLM validation error as a 400 naming the request field it is about."""
+    message = str(exc.args[0] if exc.args else "invalid request")
+    if "maximum context length" in message:
+        return ContextLengthError(message, param=prompt_param)
+    param = getattr(exc, "parameter", None)
+    if param is None and output is not None and _GRAMMAR_FAILURE.search(message):
+        # The grammar compiler refused a schema (e.g. a lookbehind in a pattern): name the field the schema came from,
+        # and drop xgrammar's "[hh:mm:ss] /path/file.cc:83: " prefix from the message.
+        param = _structured_output_field(output)
+        message = _XGRAMMAR_LOCATION.sub("", message).strip()
+    return InvalidRequestError(message, param=param)
+
+
+_GRAMMAR_FAILURE = re.compile(r"grammar|structural tag|json schema", re.IGNORECASE)
+_XGRAMMAR_LOCATION = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
+
+
+def _structured_output_field(output: OutputSpec) -> str | None:
+    """Which request field a structured-output grammar came from: the tools when a call is forced (or no
+    response_format is set), otherwise the response_format."""
+    forced = output.tool_choice == "required" or output.named_tool is not None
+    if output.tools and output.tool_choice != "none" and (forced or output.response_format is None):
+        return "tools"
+    return "response_format" if output.response_format is not None else None
+
+
+def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
