@@ -65,6 +65,7 @@ class EngineOptions:
 
 
 def _engine_args(options: EngineOptions) -> Any:
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     kwargs: dict[str, Any] = {
@@ -94,7 +95,8 @@ def _engine_args(options: EngineOptions) -> Any:
     if options.reasoning_parser not in (None, "auto"):
         # The grammar of a structured output starts after the reasoning, as vLLM decides with this parser.
         structured["reasoning_parser"] = options.reasoning_parser
-    kwargs["structured_outputs_config"] = structured
+    # An object, not a dict: vLLM writes a profile's engine-level reasoning_parser into it (a dict breaks engine start).
+    kwargs["structured_outputs_config"] = StructuredOutputsConfig(**structured)
     kwargs.update(options.extra or {})
     return AsyncEngineArgs(**kwargs)
 
