@@ -2,7 +2,7 @@
 
 qwen3vl-server [--model M] [--host H] [--port P] [--served-model-name NAME] [...]   serve (see --help)
 qwen3vl-server tiny-model OUT_DIR [--moe] [--thinking]                             write the tiny checkpoint
-qwen3vl-server profile list | show NAME                                            the named H100 configurations
+qwen3vl-server profile list | show NAME | verify NAME                                          the named H100 configurations
 qwen3vl-server plan --profile NAME [--config PATH] [--json]                        memory arithmetic of a profile
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -49,19 +50,39 @@ def _profile(argv: Sequence[str]) -> int:
     sub.add_parser("list", help="List the profiles.")
     show = sub.add_parser("show", help="Show a profile: its settings, reasons and the equivalent `vllm serve` command.")
     show.add_argument("name")
+    verify = sub.add_parser(
+        "verify", help="What CI runs of a profile for real on CPU (its scale model) and what only by configuration."
+    )
+    verify.add_argument("name")
+    verify.add_argument("--json", action="store_true")
     args = parser.parse_args(list(argv))
     from server.profiles import list_profiles, load_profile, vllm_serve_command
+    from server.profiles.scale import render, scale_model
 
     if args.command == "list":
         for name in list_profiles():
             print(f"{name:50s} {load_profile(name).description}")
         return 0
-    profile = load_profile(args.name)
+    try:
+        profile = load_profile(args.name)
+    except ValueError as exc:
+        print(f"qwen3vl-server profile: {exc}", file=sys.stderr)
+        return 2
+    scale = scale_model(profile)
+    if args.command == "verify":
+        if args.json:
+            checks = [dataclasses.asdict(check) for check in scale.checks]
+            print(json.dumps({"profile": profile.name, "scale_model": scale.family.name, "checks": checks}, indent=2))
+        else:
+            print(render(scale))
+        return 0
     print(f"# {profile.name}: {profile.description}\n")
     for key, reason in profile.reasons.items():
         print(f"#   {key}: {reason}")
-    if profile.cpu_unsupported:
-        print("# checked by configuration only on CPU: " + "; ".join(profile.cpu_unsupported))
+    config_only = ", ".join(check.setting for check in scale.by("config"))
+    print(
+        f"# checked by configuration only on CPU: {config_only or 'nothing'} (qwen3vl-server profile verify {profile.name})"
+    )
     print()
     print(vllm_serve_command(profile))
     return 0

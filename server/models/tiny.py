@@ -82,6 +82,11 @@ IMAGE_MIN_PIXELS = 32 * 32 * 4
 IMAGE_MAX_PIXELS = 512 * 512
 VIDEO_MIN_PIXELS = 32 * 32 * 4 * 2
 VIDEO_MAX_FRAMES = 16
+# The text model's position limit and M-RoPE layout (head_dim 64 → 32 rotary pairs split over t, h, w): what a scale
+# model of a long-context (YaRN) profile scales from.
+TEXT_MAX_POSITIONS = 32768
+ROPE_THETA = 5000000.0
+MROPE_SECTION = (12, 10, 10)
 VIDEO_MAX_PIXELS = VIDEO_MAX_FRAMES * 256 * 256  # Qwen3-VL's video budget is over T×H×W
 
 
@@ -246,7 +251,7 @@ def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> An
         "num_attention_heads": 2,
         "num_key_value_heads": 1,
         "head_dim": 64,
-        "max_position_embeddings": 32768,
+        "max_position_embeddings": TEXT_MAX_POSITIONS,
         "rms_norm_eps": 1e-6,
         "tie_word_embeddings": False,
         "bos_token_id": ids["<|endoftext|>"],
@@ -255,8 +260,8 @@ def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> An
         # Interleaved M-RoPE: head_dim 64 → 32 rotary pairs split over (t, h, w).
         "rope_parameters": {
             "rope_type": "default",
-            "rope_theta": 5000000.0,
-            "mrope_section": [12, 10, 10],
+            "rope_theta": ROPE_THETA,
+            "mrope_section": list(MROPE_SECTION),
             "mrope_interleaved": True,
         },
     }

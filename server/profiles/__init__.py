@@ -19,7 +19,6 @@ class Profile:
     description: str
     settings: dict[str, Any]
     reasons: dict[str, str] = field(default_factory=dict)
-    cpu_unsupported: tuple[str, ...] = ()  # settings only checked by configuration here (no GPU on CPU machines)
 
 
 def list_profiles() -> list[str]:
@@ -37,7 +36,6 @@ def load_profile(name: str) -> Profile:
         description=str(data.get("description", "")),
         settings=dict(data.get("settings", {})),
         reasons={str(k): str(v) for k, v in data.get("reasons", {}).items()},
-        cpu_unsupported=tuple(data.get("cpu_unsupported", ())),
     )
 
 
