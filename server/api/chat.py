@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from server.api.generation import begin, event_stream_response, until_disconnected
+from server.api.generation import respond
 from server.api.state import ChatDep, StateDep
 from server.schemas.chat import ChatCompletionRequest
 from server.schemas.chat_response import ChatCompletion, ChatCompletionChunk
@@ -29,10 +31,4 @@ router = APIRouter()
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, chat: ChatDep, state: StateDep
 ) -> ChatCompletion | StreamingResponse:
-    timeout, timings = begin(request, state, body.ignored_fields)
-    if not body.stream:
-        completion = await until_disconnected(request, chat.complete(body, timeout, timings))
-        response.headers["Server-Timing"] = timings.server_timing()
-        return completion
-    stream = await until_disconnected(request, chat.open_stream(body, timeout, timings))
-    return event_stream_response(stream, state, timings)
+    return await respond(request, response, state, body, partial(chat.complete, body), partial(chat.open_stream, body))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from server.api.generation import begin, event_stream_response, until_disconnected
+from server.api.generation import respond
 from server.api.state import CompletionsDep, StateDep
 from server.schemas.completions import Completion, CompletionChunk, CompletionRequest
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
@@ -28,10 +30,6 @@ router = APIRouter()
 async def completions(
     body: CompletionRequest, request: Request, response: Response, service: CompletionsDep, state: StateDep
 ) -> Completion | StreamingResponse:
-    timeout, timings = begin(request, state, body.ignored_fields)
-    if not body.stream:
-        completion = await until_disconnected(request, service.complete(body, timeout, timings))
-        response.headers["Server-Timing"] = timings.server_timing()
-        return completion
-    stream = await until_disconnected(request, service.open_stream(body, timeout, timings))
-    return event_stream_response(stream, state, timings)
+    return await respond(
+        request, response, state, body, partial(service.complete, body), partial(service.open_stream, body)
+    )

@@ -9,16 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from server.api import sse
 from server.api.state import AppState
 from server.errors import ClientDisconnectedError, InvalidRequestError
+from server.schemas.common import CompletionBase
 from server.service.generation import OpenStream
 from server.service.timing import Timings
 
@@ -63,17 +64,28 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
             task.cancel()
 
 
-def begin(request: Request, state: AppState, ignored: list[str]) -> tuple[float | None, Timings]:
-    """Log ignored fields, read the deadline, and start the stage timings the access log reads."""
-    if ignored:
-        logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in ignored[:20]))
+Run = Callable[[float | None, Timings], Coroutine[Any, Any, T]]
+
+
+async def respond(
+    request: Request,
+    response: Response,
+    state: AppState,
+    body: CompletionBase,
+    complete: Run[T],
+    open_stream: Run[OpenStream[Any]],
+) -> T | StreamingResponse:
+    """A generating route: the whole answer (with its Server-Timing), or server-sent events of chunks."""
+    if body.ignored_fields:
+        logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in body.ignored_fields[:20]))
     timeout = request_timeout(request, state.settings.request_timeout)
     timings = Timings()
-    request.state.timings = timings
-    return timeout, timings
-
-
-def event_stream_response(stream: OpenStream[Any], state: AppState, timings: Timings) -> StreamingResponse:
+    request.state.timings = timings  # read by the access log
+    if not body.stream:
+        answer = await until_disconnected(request, complete(timeout, timings))
+        response.headers["Server-Timing"] = timings.server_timing()
+        return answer
+    stream = await until_disconnected(request, open_stream(timeout, timings))
     chunks: Any = stream.chunks  # an AsyncIterator of pydantic models
     return StreamingResponse(
         sse.encode(chunks, on_error=state.metrics.count_error),

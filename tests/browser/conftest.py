@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
 
@@ -29,6 +27,7 @@ from server.app import create_app
 from server.config import Settings
 from server.engine.base import EngineRequest, EngineStep
 from server.engine.fake import FAKE_TOKENS_PER_IMAGE, FAKE_TOKENS_PER_VIDEO, FakeEngine
+from tests.live import uvicorn_thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless on a closed network: no GPU, no sandbox (root in CI), and none of Chromium's own outbound traffic (its
@@ -86,31 +85,17 @@ class Served:
         return float(match.group(1))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(settings: Settings, engine: VisualFakeEngine) -> Iterator[Served]:
     """The real app under uvicorn on a loopback port, in a thread."""
     app = create_app(settings, engine=engine)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with uvicorn_thread(app, shutdown_timeout=10) as live:
         deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped before it started"
+        while not live.server.started:
+            assert live.thread.is_alive(), "uvicorn stopped before it started"
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
-        yield Served(base_url=base, app=app, engine=engine)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        yield Served(base_url=live.base_url, app=app, engine=engine)
 
 
 def playground_settings(**overrides: Any) -> Settings:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,13 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from openai import OpenAI
 
 from server.app import create_app
 from server.config import Settings
 from server.models.tiny import TinySpec, cached_checkpoint
+from tests.live import uvicorn_thread
 
 READY_TIMEOUT_S = 600
 
@@ -38,12 +36,6 @@ class LiveServer:
 
     def client(self) -> OpenAI:
         return OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_ready(base_url: str, failure: Callable[[], str | None]) -> None:
@@ -87,27 +79,28 @@ def live_server(*, moe: bool, thinking: bool = False) -> Iterator[LiveServer]:
         media_allow_private_addresses=True,
         media_image_max_pixels=1024 * 1024,
     )
+    with serve(settings, checkpoint) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serve(settings: Settings, checkpoint: Path) -> Iterator[LiveServer]:
+    """The real app with ``settings`` under uvicorn on a loopback port, until the block ends."""
     app = create_app(settings)
     collect = _Collect()
     for name in ("server", "vllm"):
         logging.getLogger(name).addHandler(collect)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
     try:
+        with uvicorn_thread(app) as live:
 
-        def failure() -> str | None:
-            alive = thread.is_alive() and app.state.qwen3vl.start_error is None
-            return None if alive else f"server failed to start: {app.state.qwen3vl.start_error}"
+            def failure() -> str | None:
+                alive = live.thread.is_alive() and app.state.qwen3vl.start_error is None
+                return None if alive else f"server failed to start: {app.state.qwen3vl.start_error}"
 
-        wait_until_ready(base, failure)
-        model = app.state.qwen3vl.engine.model.name
-        yield LiveServer(base_url=base, app=app, checkpoint=checkpoint, model=model, logs=collect.lines)
+            wait_until_ready(live.base_url, failure)
+            model = app.state.qwen3vl.engine.model.name
+            yield LiveServer(base_url=live.base_url, app=app, checkpoint=checkpoint, model=model, logs=collect.lines)
     finally:
-        server.should_exit = True
-        thread.join(timeout=60)
         for name in ("server", "vllm"):
             logging.getLogger(name).removeHandler(collect)
 

@@ -15,7 +15,8 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import _free_port, wait_until_ready
+from tests.e2e.conftest import wait_until_ready
+from tests.live import free_port
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp / f"server-{port}.log"
     env = {
         **os.environ,
