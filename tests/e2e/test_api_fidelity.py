@@ -12,207 +12,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
-from openai import AsyncOpenAI, BadRequestError
-from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageFunctionToolCall
-from openai.types.shared import ErrorObject
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from tests.e2e.conftest import LiveServer
+from tests.e2e.fidelity import (
+    CLOCK,
+    PARAMETERS,
+    THING_FORMAT,
+    THING_SCHEMA,
+    TOOLS,
+    USER,
+    WEATHER,
+    calls_of,
+    check_call,
+    check_usage,
+    create,
+    stream,
+)
 from tests.media_factory import data_url, image_bytes
 
 pytestmark = pytest.mark.e2e
-
-USER: list[dict[str, Any]] = [{"role": "user", "content": "Give me the data."}]
-
-THING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "color": {"type": "string", "enum": ["red", "green", "blue"]},
-        "count": {"type": "integer", "minimum": 0, "maximum": 9},
-        "ok": {"type": "boolean"},
-    },
-    "required": ["color", "count", "ok"],
-    "additionalProperties": False,
-}
-THING_FORMAT: dict[str, Any] = {"type": "json_schema", "json_schema": {"name": "thing", "schema": THING_SCHEMA}}
-
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "enum": ["Paris", "Rome"]},
-                "days": {"type": "integer", "minimum": 1, "maximum": 7},
-            },
-            "required": ["city", "days"],
-            "additionalProperties": False,
-        },
-    },
-}
-CLOCK: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "The time in a zone.",
-        "parameters": {
-            "type": "object",
-            "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}},
-            "required": ["zone"],
-            "additionalProperties": False,
-        },
-    },
-}
-TOOLS = [WEATHER, CLOCK]
-PARAMETERS: dict[str, dict[str, Any]] = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
-
-
-# --- helpers -------------------------------------------------------------------------------------------------------
-
-
-def check_usage(completion: ChatCompletion) -> None:
-    assert completion.usage is not None
-    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-
-
-def create(server: LiveServer, messages: list[dict[str, Any]] | None = None, **kwargs: Any) -> ChatCompletion:
-    """One non-streaming request through the sync SDK, validated from the raw JSON."""
-    params: dict[str, Any] = {"model": server.model, "messages": messages or USER, **kwargs}
-    raw = server.client().chat.completions.with_raw_response.create(**params)
-    completion = ChatCompletion.model_validate(json.loads(raw.text))
-    assert completion.object == "chat.completion" and completion.model == server.model
-    assert len(completion.choices) == kwargs.get("n", 1)
-    for choice in completion.choices:
-        assert choice.message.role == "assistant"
-    check_usage(completion)
-    return completion
-
-
-@dataclass
-class Streamed:
-    """A streamed choice put back together the way an OpenAI client does."""
-
-    content: str = ""
-    reasoning: str = ""
-    calls: dict[int, dict[str, str]] = field(default_factory=dict)
-    finish_reasons: list[str] = field(default_factory=list)
-    logprobs: list[tuple[str, float]] = field(default_factory=list)
-    chunks: list[ChatCompletionChunk] = field(default_factory=list)
-
-    @property
-    def usage_completion_tokens(self) -> int:
-        usage = self.chunks[-1].usage
-        assert usage is not None
-        return usage.completion_tokens
-
-    def call_list(self) -> list[tuple[str, str]]:
-        assert sorted(self.calls) == list(range(len(self.calls)))  # indices 0, 1, … in order
-        return [(self.calls[i]["name"], self.calls[i]["arguments"]) for i in sorted(self.calls)]
-
-
-def assemble(chunks: list[ChatCompletionChunk]) -> Streamed:
-    out = Streamed(chunks=chunks)
-    for chunk in chunks:
-        assert chunk.object == "chat.completion.chunk"
-        for choice in chunk.choices:
-            assert choice.index == 0
-            delta = choice.delta
-            out.content += delta.content or ""
-            out.reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
-            for call in delta.tool_calls or []:
-                if call.index not in out.calls:
-                    # The first piece of a call carries its id, type and name; later pieces only append arguments.
-                    assert call.id and call.type == "function", call
-                    assert call.function is not None and call.function.name, call
-                    out.calls[call.index] = {
-                        "id": call.id,
-                        "name": call.function.name,
-                        "arguments": call.function.arguments or "",
-                    }
-                else:
-                    assert call.id is None and call.type is None, call
-                    assert call.function is not None and call.function.name is None, call
-                    out.calls[call.index]["arguments"] += call.function.arguments or ""
-            if choice.logprobs is not None:
-                out.logprobs += [(t.token, t.logprob) for t in choice.logprobs.content or []]
-            if choice.finish_reason is not None:
-                out.finish_reasons.append(choice.finish_reason)
-    assert len(out.finish_reasons) == 1, out.finish_reasons  # exactly one finish_reason for the one choice
-    return out
-
-
-def stream(server: LiveServer, messages: list[dict[str, Any]] | None = None, **kwargs: Any) -> Streamed:
-    """One streaming request through the sync SDK; every SSE event is validated from its raw JSON."""
-    chunks: list[ChatCompletionChunk] = []
-    done = False
-    params: dict[str, Any] = {"model": server.model, "messages": messages or USER, **kwargs}
-    with server.client().chat.completions.with_streaming_response.create(
-        stream=True, stream_options={"include_usage": True}, **params
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line:
-                continue
-            assert line.startswith("data: "), line
-            data = line.removeprefix("data: ")
-            if data == "[DONE]":
-                done = True
-                continue
-            assert not done, "data after [DONE]"
-            chunks.append(ChatCompletionChunk.model_validate(json.loads(data)))
-    assert done
-    usage = chunks[-1].usage
-    assert usage is not None and chunks[-1].choices == []  # include_usage: a final choice-less chunk with the usage
-    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert all(chunk.usage is None for chunk in chunks[:-1])
-    return assemble(chunks)
-
-
-def calls_of(completion: ChatCompletion) -> list[tuple[str, str]]:
-    calls = completion.choices[0].message.tool_calls or []
-    assert all(isinstance(c, ChatCompletionMessageFunctionToolCall) for c in calls)
-    return [
-        (c.function.name, c.function.arguments) for c in calls if isinstance(c, ChatCompletionMessageFunctionToolCall)
-    ]
-
-
-def check_call(name: str, arguments: str, allowed: Mapping[str, dict[str, Any]] = PARAMETERS) -> dict[str, Any]:
-    """A valid call: to a declared function, with arguments that are a JSON object valid against its parameters."""
-    assert name in allowed, name
-    parsed = json.loads(arguments)
-    assert isinstance(parsed, dict), arguments
-    jsonschema.validate(parsed, allowed[name])
-    return parsed
-
-
-def check_error(response: httpx.Response, param: str) -> ErrorObject:
-    """A 400 in OpenAI's error format whose ``param`` names the field (or a path inside it)."""
-    assert response.status_code == 400, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error = ErrorObject.model_validate(body["error"])
-    assert error.type == "invalid_request_error"
-    assert error.message and error.code
-    assert error.param is not None, error
-    assert error.param == param or error.param.startswith((f"{param}.", f"{param}[")), (error.param, param)
-    assert "Traceback" not in error.message and ".cc:" not in error.message  # nothing internal leaks
-    return error
-
-
-def post(server: LiveServer, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(
-        f"{server.base_url}/v1/chat/completions",
-        json={"model": server.model, "messages": USER, "max_tokens": 4, **body},
-        timeout=120,
-    )
 
 
 # --- 1. response_format --------------------------------------------------------------------------------------------
@@ -498,105 +322,6 @@ def test_logit_bias_reaches_the_engine(dense_server: LiveServer, processor: Any)
     assert banned.choices[0].logprobs is not None and banned.choices[0].logprobs.content is not None
     assert banned.choices[0].logprobs.content[0].token != first
     assert first not in [entry.token for entry in banned.choices[0].logprobs.content]
-
-
-# --- 6. bounds -----------------------------------------------------------------------------------------------------
-
-
-def _deep_schema(levels: int) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    for _ in range(levels):
-        schema = {"type": "array", "items": schema}
-    return schema
-
-
-def _wide_schema(properties: int, description_chars: int = 1000) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {f"p{i}": {"type": "string", "description": "x" * description_chars} for i in range(properties)},
-    }
-
-
-def _tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": name, "parameters": parameters}}
-
-
-def _schema_format(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
-
-
-LOOKBEHIND = {"type": "string", "pattern": "(?<=a)b"}  # valid for the meta-schema, refused by xgrammar
-
-BOUNDS: list[tuple[str, dict[str, Any], str]] = [
-    ("n", {"n": 9}, "n"),
-    ("messages", {"messages": USER * 1025}, "messages"),
-    ("stop-count", {"stop": [f"s{i}" for i in range(9)]}, "stop"),
-    ("stop-length", {"stop": ["x" * 257]}, "stop"),
-    ("top_logprobs-max", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
-    ("top_logprobs-needs-logprobs", {"top_logprobs": 3}, "top_logprobs"),
-    ("logit_bias-entries", {"logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
-    ("logit_bias-value-high", {"logit_bias": {"5": 100.5}}, "logit_bias"),
-    ("logit_bias-value-low", {"logit_bias": {"5": -101}}, "logit_bias"),
-    ("logit_bias-key", {"logit_bias": {"the": 1}}, "logit_bias"),
-    ("tools-count", {"tools": [_tool(f"f{i}", {"type": "object"}) for i in range(129)]}, "tools"),
-    ("tool-schema-size", {"tools": [_tool("big", _wide_schema(70))]}, "tools"),
-    ("tools-total-size", {"tools": [_tool(f"f{i}", _wide_schema(60)) for i in range(5)]}, "tools"),
-    ("tool-schema-meta", {"tools": [_tool("f", {"type": 5})]}, "tools"),
-    (
-        "tool_choice-unknown",
-        {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
-        "tool_choice",
-    ),
-    ("tool_choice-needs-tools", {"tool_choice": "required"}, "tool_choice"),
-    ("schema-size", {"response_format": _schema_format(_wide_schema(70))}, "response_format"),
-    ("schema-depth", {"response_format": _schema_format(_deep_schema(40))}, "response_format"),
-    ("schema-meta", {"response_format": _schema_format({"type": 5})}, "response_format"),
-    ("schema-grammar", {"response_format": _schema_format(LOOKBEHIND)}, "response_format"),
-    (
-        "tool-schema-grammar",
-        {"tools": [_tool("f", {"type": "object", "properties": {"x": LOOKBEHIND}})], "tool_choice": "required"},
-        "tools",
-    ),
-    ("chat_template_kwargs", {"chat_template_kwargs": {"chat_template": "{{ messages }}"}}, "chat_template_kwargs"),
-]
-
-
-@pytest.mark.parametrize(("body", "param"), [(b, p) for _, b, p in BOUNDS], ids=[name for name, _, _ in BOUNDS])
-def test_bounds_are_400_naming_the_field(dense_server: LiveServer, body: dict[str, Any], param: str) -> None:
-    check_error(post(dense_server, body), param)
-
-
-def test_logit_bias_token_ids_are_checked_against_the_vocabulary(dense_server: LiveServer) -> None:
-    vocab = dense_server.app.state.qwen3vl.engine.model.vocab_size
-    error = check_error(post(dense_server, {"logit_bias": {str(vocab): 1}}), "logit_bias")
-    assert str(vocab) in error.message
-    assert post(dense_server, {"logit_bias": {str(vocab - 1): 1}}).status_code == 200  # the last id is fine
-
-
-def test_bounds_through_the_sdk_and_the_server_stays_healthy(dense_server: LiveServer) -> None:
-    client = dense_server.client()
-    grammar_request: dict[str, Any] = {
-        "model": dense_server.model,
-        "messages": USER,
-        "response_format": _schema_format(LOOKBEHIND),
-        "max_tokens": 4,
-    }
-    with pytest.raises(BadRequestError) as grammar:
-        client.chat.completions.create(**grammar_request)
-    assert grammar.value.status_code == 400 and grammar.value.param == "response_format"
-    assert "lookbehind" in grammar.value.message.lower()
-    with pytest.raises(BadRequestError) as n:
-        client.chat.completions.create(**{**grammar_request, "response_format": {"type": "text"}, "n": 9})
-    assert n.value.param == "n"
-    assert httpx.get(f"{dense_server.base_url}/health").status_code == 200
-    # Refused schemas leave no trace in the engine: the same kind of request with a good schema still works.
-    completion = create(dense_server, response_format=THING_FORMAT, max_tokens=200, temperature=0)
-    assert completion.choices[0].finish_reason == "stop"
-
-
-def test_schema_error_param_is_the_schema_path(dense_server: LiveServer) -> None:
-    error = check_error(post(dense_server, {"response_format": _schema_format({"type": 5})}), "response_format")
-    assert error.param == "response_format.json_schema.schema"
 
 
 # --- concurrency: constrained and unconstrained requests in one batch, through AsyncOpenAI --------------------------
