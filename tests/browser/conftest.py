@@ -108,7 +108,7 @@ def playground_settings(**overrides: Any) -> Settings:
     return Settings(**{**defaults, **overrides})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live() -> Iterator[Served]:
     with serve(playground_settings(), VisualFakeEngine()) as served:
         yield served
@@ -120,7 +120,7 @@ def server(live: Served) -> Served:
     return live
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make tools` installs Debian's chromium and chromium-driver")
