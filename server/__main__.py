@@ -157,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=settings.log_format == "text",  # JSON logs have their own access line
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
+    if settings.playground_enabled:
+        logging.getLogger("server").info(
+            "playground: http://%s:%d/ (the page is up at once; it answers once the model is ready)",
+            settings.host,
+            settings.port,
+        )
     server = DrainingServer(config, app.state.qwen3vl)
     server.run()
     return int(app.state.qwen3vl.exit_code)
