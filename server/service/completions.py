@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -11,6 +10,7 @@ from typing import Literal
 
 from server.engine.base import ChoiceDelta, EngineRequest, OutputSpec, TokenLogprob
 from server.errors import InvalidRequestError
+from server.media.budget import Ceilings
 from server.schemas.completions import (
     Completion,
     CompletionChoice,
@@ -19,7 +19,7 @@ from server.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
 )
-from server.service.cost import CHARS_PER_TOKEN
+from server.service.cost import estimate_cost
 from server.service.generation import (
     ChoiceState,
     GenerationRunner,
@@ -28,11 +28,15 @@ from server.service.generation import (
     require_finished,
     sampling_spec,
 )
+from server.service.prompt import VISION_TOKENS, Conversation, special_tokens
 from server.service.timing import Timings
 
 # A raw prompt may spell Qwen's role markers (that is what raw prompting is for), but not its vision placeholders: no
 # media can come with a text completion, and a placeholder without its media breaks the processor.
-_VISION_TOKENS = re.compile(r"<\|(?:image_pad|video_pad|vision_start|vision_end|vision_pad)\|>")
+_VISION_TOKENS = special_tokens(VISION_TOKENS)
+
+# A text completion carries no media, so the media ceilings of the cost estimate are never read.
+NO_MEDIA = Ceilings(image_max_pixels=0, video_total_pixels=0, video_max_frames=0)
 
 FinishReason = Literal["stop", "length"]
 
@@ -46,8 +50,6 @@ def _check_prompt(text: str) -> str:
             param="prompt",
             code="reserved_token_in_text",
         )
-    if not text:
-        raise InvalidRequestError("prompt must not be empty", param="prompt")
     return text
 
 
@@ -78,9 +80,8 @@ class CompletionService:
         """Checks before any work; returns the request's estimated token cost for admission."""
         self._runner.check_model(req.model)
         _check_prompt(req.text)
-        prompt = len(req.text) // CHARS_PER_TOKEN + 1
-        completion = req.max_tokens if req.max_tokens is not None else max(1, self._engine.model.max_model_len - prompt)
-        return min(prompt + completion, 4 * self._engine.model.max_model_len)
+        text = Conversation(messages=[{"content": req.text}], images=[], videos=[])
+        return estimate_cost(text, req.max_tokens, self._engine.model, NO_MEDIA)
 
     def _request(self, req: CompletionRequest, request_id: str) -> EngineRequest:
         return EngineRequest(

@@ -34,10 +34,25 @@ _TEMPLATE_ROLE = {"developer": "system"}
 
 # Qwen's control and vision placeholder tokens. Text that spells one would be tokenized as the token itself: a vision
 # placeholder without media (the processor then fails or misaligns media) or a forged role boundary. Refused with a 400.
-_RESERVED = re.compile(
-    r"<\|(?:image_pad|video_pad|vision_start|vision_end|vision_pad|im_start|im_end|endoftext|"
-    r"object_ref_start|object_ref_end|box_start|box_end|quad_start|quad_end)\|>"
+VISION_TOKENS = ("image_pad", "video_pad", "vision_start", "vision_end", "vision_pad")
+CONTROL_TOKENS = (
+    "im_start",
+    "im_end",
+    "endoftext",
+    "object_ref_start",
+    "object_ref_end",
+    "box_start",
+    "box_end",
+    "quad_start",
+    "quad_end",
 )
+
+
+def special_tokens(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"<\|(?:" + "|".join(names) + r")\|>")
+
+
+_RESERVED = special_tokens(VISION_TOKENS + CONTROL_TOKENS)
 
 
 def _check_text(text: str, param: str) -> str:
