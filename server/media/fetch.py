@@ -8,6 +8,9 @@
 - Redirects are followed here, not by httpx, and every hop is validated again; at most ``max_redirects`` hops.
 - A total deadline per fetch, a byte cap while streaming (a lying or missing Content-Length changes nothing), and bounded
   concurrency overall (the loader bounds it per request).
+- Bytes are counted as they arrive on the wire: the request asks for ``Accept-Encoding: identity`` and a response that
+  is content-encoded anyway is refused unread, so a few KB of ``gzip, gzip`` cannot inflate to hundreds of MB before the
+  cap is checked (images and videos are compressed formats already: transfer compression would gain nothing).
 - Origin failures are 400s with stable codes; messages never contain resolved addresses, URLs or payloads.
 """
 
@@ -18,7 +21,7 @@ import base64
 import binascii
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -164,7 +167,8 @@ class Fetcher:
         target = url.copy_with(host=str(addresses[0]))
         host_header = host if url.port is None else f"{host}:{url.port}"
         extensions = {"sni_hostname": host} if url.scheme == "https" and literal is None else {}
-        return self._client.build_request("GET", target, headers={"Host": host_header}, extensions=extensions)
+        headers = {"Host": host_header, "Accept-Encoding": "identity"}
+        return self._client.build_request("GET", target, headers=headers, extensions=extensions)
 
     async def _read_file(self, url: str, *, max_bytes: int, param: str) -> bytes:
         root = self.policy.file_root
@@ -191,12 +195,18 @@ class Fetcher:
 async def _read_body(response: httpx.Response, *, max_bytes: int, param: str) -> bytes:
     if response.status_code != 200:
         raise MediaFetchError(f"{param}: the media host answered HTTP {response.status_code}", param=param)
+    if not _is_identity(response.headers.get_list("content-encoding", split_commas=True)):
+        # We asked for identity; anything else is refused before a byte is read, let alone inflated.
+        raise MediaFetchError(
+            f"{param}: the media host sent a content-encoded (compressed) body although the server asked for none",
+            param=param,
+        )
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise MediaTooLargeError(f"{param} is larger than the limit of {max_bytes} bytes", param=param)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in _wire_chunks(response):
         size += len(chunk)
         if size > max_bytes:
             raise MediaTooLargeError(f"{param} is larger than the limit of {max_bytes} bytes", param=param)
@@ -206,7 +216,25 @@ async def _read_body(response: httpx.Response, *, max_bytes: int, param: str) ->
     return b"".join(chunks)
 
 
+async def _wire_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives on the wire: transfer framing removed, nothing inflated (``aiter_raw``)."""
+    if response.is_stream_consumed:  # read already by an in-process transport (httpx.MockTransport): nothing to stream
+        yield response.content
+        return
+    async for chunk in response.aiter_raw():
+        yield chunk
+
+
+def _is_identity(encodings: list[str]) -> bool:
+    return all(token.strip().lower() in ("", "identity") for token in encodings)
+
+
 def make_client(timeout_s: float = 10.0) -> httpx.AsyncClient:
     # Redirects are followed by Fetcher (each hop re-validated); proxies from the environment are ignored. The total
     # deadline is Fetcher's; httpx's own per-phase timeouts are set no tighter than it.
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=httpx.Timeout(timeout_s))
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout_s),
+        headers={"Accept-Encoding": "identity"},  # Fetcher sets it on every request too; this covers any other use
+    )
