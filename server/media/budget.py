@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from server.engine.base import VisionSpec
 from server.errors import MediaUnsupportedError
 
@@ -22,6 +24,7 @@ from server.errors import MediaUnsupportedError
 VIDEO_MIN_TOKENS_PER_FRAME = 128
 VIDEO_MAX_TOKENS_PER_FRAME = 768
 MAX_ASPECT_RATIO = 200
+FRAME_FACTOR = 2  # Qwen3-VL's temporal patch: videos carry an even number of frames
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,10 @@ def video_frame_size(
     factor = spec.factor
     floor = factor * factor
     if controls.resized_height and controls.resized_width:
-        return _smart_resize(
-            controls.resized_height, controls.resized_width, factor, floor, ceilings.image_max_pixels, param
-        )
+        # An explicit size still answers to the video's pixel ceiling: per frame, the share of the total budget a
+        # frame may take (qwen-vl-utils' total_pixels / nframes × temporal factor), so frames × size stays bounded.
+        per_frame = min(ceilings.image_max_pixels, max(floor, int(ceilings.video_total_pixels / frames * 2)))
+        return _smart_resize(controls.resized_height, controls.resized_width, factor, floor, per_frame, param)
     min_pixels = controls.min_pixels if controls.min_pixels is not None else VIDEO_MIN_TOKENS_PER_FRAME * floor
     total = min(controls.total_pixels or ceilings.video_total_pixels, ceilings.video_total_pixels)
     max_pixels = max(min(VIDEO_MAX_TOKENS_PER_FRAME * floor, total / frames * 2), int(min_pixels * 1.05))
@@ -146,6 +150,30 @@ def default_video_frame_size(frames: int, height: int, width: int, spec: VisionS
         max_pixels=max_pixels,
     )
     return int(h), int(w)
+
+
+def sample_indices(
+    total: int,
+    source_fps: float,
+    *,
+    fps: float | None,
+    nframes: int | None,
+    min_frames: int | None,
+    max_frames: int,
+) -> tuple[int, ...]:
+    """Frame indices spread uniformly over the video, counted by qwen-vl-utils' ``smart_nframes`` rule."""
+    from qwen_vl_utils.vision_process import smart_nframes
+
+    ceiling = min(max_frames, total)
+    rule: dict[str, float | int] = {}
+    if nframes is not None:
+        rule["nframes"] = max(FRAME_FACTOR, min(nframes, ceiling))
+    else:
+        rule.update({"fps": fps if fps is not None else 2.0, "max_frames": ceiling})
+        if min_frames is not None:
+            rule["min_frames"] = min(min_frames, ceiling)
+    count = smart_nframes(rule, total_frames=total, video_fps=source_fps)
+    return tuple(int(i) for i in np.linspace(0, total - 1, count).round())
 
 
 def visual_tokens(frames: int, height: int, width: int, spec: VisionSpec) -> int:

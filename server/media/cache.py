@@ -7,6 +7,7 @@ these few lines are written here (``functools.lru_cache`` counts entries, not by
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+
+# Who the current request's cache entries belong to (one scope per API key; "" without auth). Set by the API layer.
+cache_scope: contextvars.ContextVar[str] = contextvars.ContextVar("cache_scope", default="")
 T = TypeVar("T")
 
 

@@ -1,83 +1,155 @@
-"""Decoding images and videos (CPU work, run on a thread pool by the loader; Pillow and decord release the GIL).
+"""Decoding untrusted image and video bytes: the code that runs inside a sandboxed decode worker (``media.worker``).
 
-Checks come before work: an image's format and dimensions are read from its header before its pixels are decoded; a
-video's frame count and duration before any frame is decoded. Errors name the part and never echo library object reprs
-(Pillow's include heap addresses).
+Every job has two steps, so that limits are checked before work is done and the API process decides every size:
+
+1. ``open_*`` sniffs the magic bytes, opens the data with exactly one allowed demuxer or Pillow plugin, and reads the
+   header: format, codec, width, height and, for video, frame count, frame rate and duration. Nothing is decoded yet.
+2. The API process checks the header against its limits and answers with the target grid (and the frame indices);
+   ``finish_image`` / ``decode_video`` then decode straight to that grid (JPEG DCT scaling, FFmpeg's own scaler) and
+   write RGB bytes into the caller's output buffer.
+
+What is switched off: only PNG, JPEG, WebP, BMP and GIF reach Pillow (``Image.open(formats=...)``, so no other plugin
+parses a header); only ISO-BMFF (MP4/MOV) and Matroska/WebM reach FFmpeg, each with its one demuxer named explicitly,
+``format_whitelist`` set, ``protocol_whitelist`` empty (no nested opens: HLS/DASH playlists, ``concat:``, ``subfile:``,
+``file:``, ``http:`` all fail), MOV data references off, and only the H.264/HEVC/VP8/VP9/AV1/MPEG-4 decoders allowed.
+Errors are :class:`DecodeFailure` with a stable code; the API process writes the user's message itself.
 """
 
 from __future__ import annotations
 
 import io
-import logging
-import time
-import warnings
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from server.engine.base import VideoInput
-from server.errors import InvalidRequestError, MediaDecodeError, MediaTooLargeError, MediaUnsupportedError
+FailureCode = Literal["decode_failed", "unsupported", "too_large"]
 
-logger = logging.getLogger(__name__)
-
-ALLOWED_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "BMP", "GIF"})
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+# Demuxer names as FFmpeg spells them; the whitelist names every alias of the one demuxer we pick.
+VIDEO_CONTAINERS = {"MP4": ("mov", "mov,mp4,m4a,3gp,3g2,mj2"), "MATROSKA": ("matroska", "matroska,webm")}
+VIDEO_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "mpeg4"})
 FRAME_FACTOR = 2  # Qwen3-VL's temporal patch: videos carry an even number of frames
 
-SizeFor = Callable[[int, int], tuple[int, int]]  # (height, width) → target (height, width)
+
+class DecodeFailure(Exception):
+    """A job failed in a way the request caused. ``code`` maps to the error tree; ``detail`` is for the API's message
+    and is built only from numbers and fixed words here, never from library messages."""
+
+    def __init__(self, code: FailureCode, detail: str = "") -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
 
 
-def decode_image(
-    data: bytes,
-    *,
-    param: str,
-    max_source_pixels: int,
-    size_for: SizeFor | None = None,
-    on_stage: Callable[[str, float], None] | None = None,
-) -> Image.Image:
-    """Decode to RGB at the size ``size_for`` picks from the header's dimensions (JPEGs are DCT-scaled when they can be).
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
 
-    ``on_stage`` receives the seconds spent decoding and resizing, for metrics.
+
+@dataclass(frozen=True)
+class VideoHeader:
+    container: str
+    codec: str
+    width: int
+    height: int
+    frames: int  # from the container's index, or duration × rate when it has none
+    fps: float
+    duration: float
+
+
+_ISO_BRANDS_IMAGE = (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "PNG"),
+    (0, b"\xff\xd8\xff", "JPEG"),
+    (0, b"GIF87a", "GIF"),
+    (0, b"GIF89a", "GIF"),
+    (0, b"BM", "BMP"),
+    (0, b"\x1a\x45\xdf\xa3", "MATROSKA"),
+    # Recognised so that the refusal can name them; never handed to a decoder.
+    (0, b"II*\x00", "TIFF"),
+    (0, b"MM\x00*", "TIFF"),
+    (0, b"\x00\x00\x01\x00", "ICO"),
+    (0, b"8BPS", "PSD"),
+    (0, b"%PDF", "PDF"),
+    (0, b"#EXTM3U", "HLS playlist"),
+    (0, b"ffconcat", "concat script"),
+    (0, b"\x1f\x8b", "gzip"),
+    (0, b"FLV", "FLV"),
+    (0, b"OggS", "Ogg"),
+    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+)
+
+
+def sniff(data: bytes | memoryview) -> str | None:
+    """The media type by magic bytes, before any library sees the data; None when nothing matches.
+
+    Only PNG, JPEG, WEBP, BMP, GIF, MP4 and MATROSKA are ever decoded; the other names exist for error messages.
     """
-    started = time.perf_counter()
+    head = bytes(data[:32])
+    for offset, magic, name in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if head[:4] == b"RIFF":
+        return {b"WEBP": "WEBP", b"AVI ": "AVI", b"WAVE": "WAV"}.get(head[8:12], "RIFF")
+    if head[4:8] == b"ftyp":
+        return "HEIF/AVIF" if head[8:12] in _ISO_BRANDS_IMAGE else "MP4"
+    if head[4:8] in (b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "MP4"
+    if head[:1] == b"\x47" and len(data) > 188 and bytes(data[188:189]) == b"\x47":
+        return "MPEG-TS"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<?xml", b"<mpd", b"<svg", b"<!doctype", b"<html")):
+        return "XML"
+    return None
+
+
+# --- images ---------------------------------------------------------------------------------------------------------
+
+
+def open_image(data: bytes | memoryview, *, max_source_pixels: int) -> tuple[Image.Image, ImageHeader]:
+    kind = sniff(data)
+    if kind not in IMAGE_FORMATS:
+        raise DecodeFailure("unsupported", kind) if kind else DecodeFailure("decode_failed")
+    Image.MAX_IMAGE_PIXELS = max_source_pixels  # Pillow's own bomb check, at our limit (an error, not a warning)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image: Image.Image = Image.open(io.BytesIO(data))
-            if image.format not in ALLOWED_IMAGE_FORMATS:
-                raise MediaUnsupportedError(
-                    f"{param}: image format {image.format or 'unknown'} is not accepted; "
-                    f"use one of {', '.join(sorted(ALLOWED_IMAGE_FORMATS))}",
-                    param=param,
-                )
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise MediaDecodeError(f"{param} has no pixels", param=param)
-            if width * height > max_source_pixels:
-                raise MediaTooLargeError(
-                    f"{param} is {width}x{height} pixels; the limit is {max_source_pixels} pixels", param=param
-                )
-            target_h, target_w = size_for(height, width) if size_for else (height, width)
-            if image.format == "JPEG" and target_w * 2 <= width and target_h * 2 <= height:
-                image.draft("RGB", (target_w, target_h))  # decode at 1/2, 1/4 or 1/8 scale inside libjpeg
-            image.load()
-            image = _to_rgb(image)
-    except (MediaTooLargeError, MediaUnsupportedError, MediaDecodeError):
+        image = Image.open(io.BytesIO(data), formats=[kind])
+        width, height = image.size
+    except Image.DecompressionBombError as exc:
+        raise DecodeFailure("too_large") from exc
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error... on malformed headers
+        raise DecodeFailure("decode_failed") from exc
+    if width < 1 or height < 1:
+        raise DecodeFailure("decode_failed", "no pixels")
+    return image, ImageHeader(format=kind, width=width, height=height)
+
+
+def finish_image(image: Image.Image, height: int, width: int, out: memoryview) -> int:
+    """Decode at (or near, via JPEG DCT scaling) the target size, compose alpha on white, resize, write RGB to ``out``."""
+    if height * width * 3 > len(out):
+        raise DecodeFailure("too_large")
+    try:
+        if image.format == "JPEG" and width * 2 <= image.width and height * 2 <= image.height:
+            image.draft("RGB", (width, height))  # decode at 1/2, 1/4 or 1/8 scale inside libjpeg
+        image.load()
+        rgb = to_rgb(image)
+        if rgb.size != (width, height):
+            rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
+        raw = rgb.tobytes()
+    except MemoryError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise MediaTooLargeError(f"{param} has too many pixels", param=param) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise MediaDecodeError(f"{param} is not a decodable image", param=param) from exc
-    decoded = time.perf_counter()
-    if image.size != (target_w, target_h):
-        image = image.resize((target_w, target_h), Image.Resampling.BICUBIC)
-    if on_stage is not None:
-        on_stage("decode", decoded - started)
-        on_stage("resize", time.perf_counter() - decoded)
-    return image
+    except Exception as exc:
+        raise DecodeFailure("decode_failed") from exc
+    out[: len(raw)] = raw
+    return len(raw)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """RGBA/LA/P-with-alpha are composed on white (qwen-vl-utils' ``to_rgb``); other modes are converted."""
     if image.mode == "RGB":
         return image
@@ -89,98 +161,128 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_video(
-    data: bytes,
+# --- video ----------------------------------------------------------------------------------------------------------
+
+
+def open_video(data: bytes | memoryview) -> tuple[Any, Any, VideoHeader]:
+    """Open with the one demuxer the magic bytes name, no protocols at all; read the video stream's header."""
+    import av
+
+    kind = sniff(data)
+    if kind not in VIDEO_CONTAINERS:
+        raise DecodeFailure("unsupported", kind) if kind else DecodeFailure("decode_failed")
+    demuxer, whitelist = VIDEO_CONTAINERS[kind]
+    options = {
+        "format_whitelist": whitelist,
+        "protocol_whitelist": "",  # nested opens (playlists, references) get no protocol at all
+        "enable_drefs": "0",  # MOV data references to other files stay off
+        "use_absolute_path": "0",
+    }
+    try:
+        container = av.open(io.BytesIO(data), mode="r", format=demuxer, options=options, metadata_errors="ignore")
+    except Exception as exc:  # av.FFmpegError subclasses, ValueError, ...
+        raise DecodeFailure("decode_failed") from exc
+    try:
+        if not container.streams.video:
+            raise DecodeFailure("decode_failed", "no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec not in VIDEO_CODECS:
+            raise DecodeFailure("unsupported", f"codec {codec}")
+        header = _video_header(kind, container, stream, codec)
+    except BaseException:
+        container.close()
+        raise
+    return container, stream, header
+
+
+def _video_header(kind: str, container: Any, stream: Any, codec: str) -> VideoHeader:
+    width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    duration = 0.0
+    if stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration:
+        duration = container.duration / 1_000_000
+    frames = int(stream.frames or 0)
+    if frames <= 0 and duration > 0 and fps > 0:
+        frames = round(duration * fps)
+    if frames > 0 and fps > 0 and duration <= 0:
+        duration = frames / fps
+    if width < 1 or height < 1 or not math.isfinite(fps) or fps <= 0 or frames < FRAME_FACTOR:
+        raise DecodeFailure("decode_failed", "no usable video stream")
+    return VideoHeader(
+        container=kind, codec=codec, width=width, height=height, frames=frames, fps=fps, duration=duration
+    )
+
+
+def decode_video(
+    container: Any,
+    stream: Any,
+    indices: Sequence[int],
+    height: int,
+    width: int,
+    out: memoryview,
     *,
-    param: str,
-    max_duration_s: float,
-    sample: Callable[[int, float], tuple[int, ...]],
-) -> VideoInput:
-    """Probe (frame count, fps, duration) first, refuse over-long videos, then decode only the sampled frames."""
+    max_decoded_frames: int,
+) -> int:
+    """Decode the frames at ``indices`` (sorted), each scaled by FFmpeg straight to ``height``×``width`` RGB, into ``out``.
+
+    Frames are located by timestamp; far targets are reached by seeking to the key frame before them. A stream that ends
+    early repeats its last frame (as a decoder that clamps would). At most ``max_decoded_frames`` are decoded in all.
+    """
+    frame_bytes = height * width * 3
+    if frame_bytes * len(indices) > len(out):
+        raise DecodeFailure("too_large")
+    arrays = np.frombuffer(out, dtype=np.uint8, count=frame_bytes * len(indices)).reshape(
+        len(indices), height, width, 3
+    )
     try:
-        import decord
-    except ImportError as exc:  # the server was installed without a video backend
-        raise InvalidRequestError("video input is not available on this server", param=param) from exc
-    try:
-        reader = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
-        total = len(reader)
-        source_fps = float(reader.get_avg_fps())
-    except Exception as exc:  # decord raises its own DECORDError or RuntimeError on anything it cannot parse
-        raise MediaDecodeError(f"{param} is not a decodable video", param=param) from exc
-    if total < FRAME_FACTOR or not source_fps > 0:
-        raise MediaDecodeError(f"{param} has fewer than {FRAME_FACTOR} frames", param=param)
-    duration = total / source_fps
-    if duration > max_duration_s:
-        raise MediaTooLargeError(f"{param} lasts {duration:.1f} s; the limit is {max_duration_s:g} s", param=param)
-    indices = sample(total, source_fps)
-    try:
-        frames = reader.get_batch(list(indices)).asnumpy()
+        found = _sample(container, stream, indices, arrays, max_decoded_frames)
+    except (DecodeFailure, MemoryError):
+        raise
     except Exception as exc:
-        raise MediaDecodeError(f"{param}: frames could not be decoded", param=param) from exc
-    return VideoInput(
-        frames=np.ascontiguousarray(frames, dtype=np.uint8),
-        fps=source_fps,
-        total_num_frames=total,
-        frames_indices=indices,
-        duration=duration,
-    )
+        raise DecodeFailure("decode_failed") from exc
+    finally:
+        container.close()
+    if found == 0:
+        raise DecodeFailure("decode_failed", "no frame could be decoded")
+    for i in range(found, len(indices)):
+        arrays[i] = arrays[found - 1]
+    return frame_bytes * len(indices)
 
 
-def sample_indices(
-    total: int,
-    source_fps: float,
-    *,
-    fps: float | None,
-    nframes: int | None,
-    min_frames: int | None,
-    max_frames: int,
-) -> tuple[int, ...]:
-    """Frame indices spread uniformly over the video, counted by qwen-vl-utils' ``smart_nframes`` rule."""
-    from qwen_vl_utils.vision_process import smart_nframes
-
-    ceiling = min(max_frames, total)
-    rule: dict[str, float | int] = {}
-    if nframes is not None:
-        rule["nframes"] = max(FRAME_FACTOR, min(nframes, ceiling))
-    else:
-        rule.update({"fps": fps if fps is not None else 2.0, "max_frames": ceiling})
-        if min_frames is not None:
-            rule["min_frames"] = min(min_frames, ceiling)
-    count = smart_nframes(rule, total_frames=total, video_fps=source_fps)
-    return tuple(int(i) for i in np.linspace(0, total - 1, count).round())
-
-
-def resize_frames(video: VideoInput, height: int, width: int) -> VideoInput:
-    if video.frames.shape[1:3] == (height, width):
-        return video
-    resized = np.stack(
-        [np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC)) for f in video.frames]
-    )
-    return VideoInput(
-        frames=resized,
-        fps=video.fps,
-        total_num_frames=video.total_num_frames,
-        frames_indices=video.frames_indices,
-        duration=video.duration,
-    )
-
-
-def frames_to_video(images: Sequence[Image.Image], *, sample_fps: float, param: str) -> VideoInput:
-    """A video given as a list of frame images: resized to the first frame's size, padded to an even count."""
-    if not images:
-        raise MediaDecodeError(f"{param} has no frames", param=param)
-    width, height = images[0].size
-    arrays = [
-        np.asarray(im if im.size == (width, height) else im.resize((width, height), Image.Resampling.BICUBIC))
-        for im in images
-    ]
-    while len(arrays) % FRAME_FACTOR:
-        arrays.append(arrays[-1])
-    count = len(arrays)
-    return VideoInput(
-        frames=np.stack(arrays).astype(np.uint8, copy=False),
-        fps=sample_fps,
-        total_num_frames=count,
-        frames_indices=tuple(range(count)),
-        duration=count / sample_fps,
-    )
+def _sample(container: Any, stream: Any, indices: Sequence[int], arrays: np.ndarray, budget: int) -> int:
+    """Fill ``arrays`` in order; returns how many targets were found before the stream ended."""
+    stream.thread_type = "AUTO"
+    time_base = float(stream.time_base)
+    start = stream.start_time or 0
+    fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate)
+    height, width = arrays.shape[1:3]
+    seek_gap = max(2.0 * fps, 16.0)  # frames ahead beyond which seeking beats decoding through
+    filled = decoded = 0
+    position = -1  # index of the last decoded frame
+    while filled < len(indices):
+        if indices[filled] - position > seek_gap:
+            target_pts = start + int(indices[filled] / fps / time_base)
+            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+        exhausted = True
+        for frame in container.decode(stream):
+            decoded += 1
+            if decoded > budget:
+                raise DecodeFailure("too_large", "too many frames to decode")
+            pts = frame.pts if frame.pts is not None else 0
+            position = round((pts - start) * time_base * fps)
+            if position < indices[filled]:
+                continue
+            rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+            while filled < len(indices) and indices[filled] <= position:
+                arrays[filled] = rgb
+                filled += 1
+            if filled == len(indices) or indices[filled] - position > seek_gap:
+                exhausted = False
+                break
+        if exhausted:  # the stream ended before the remaining targets
+            break
+    return filled

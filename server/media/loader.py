@@ -1,8 +1,14 @@
-"""``MediaLoader``: turn a request's media references into items at their exact Qwen grid, off the event loop.
+"""``MediaLoader``: turn a request's media references into items at their exact Qwen grid.
 
-Images are always resized here (to the processor's default budget, or the part's own controls), so the engine's
-processor keeps them as they are. Videos are resized here when any video of the request carries pixel controls;
-otherwise the processor's own video math applies, and we only predict its result.
+Bytes are fetched (or base64-decoded) and hashed here, off the event loop; they are decoded only by the sandboxed worker
+processes of ``media.pool``, which read the header first. Every size is decided here from that header: source limits
+(pixels, frame size, duration, frame rate, frame count), the frame indices, and the target grid (the processor's
+default budget or the part's own controls, within the server's ceilings). Workers decode straight to that grid, so the
+engine's processor keeps images and videos as they are (``do_resize`` off) and the API process never holds a
+full-size frame. A frame list's frames are each header-checked and decoded to the list's final grid one by one.
+
+The caches (fetched bytes by URL, prepared items by content and budget) are scoped by ``cache_scope`` (one scope per
+API key), so one tenant can neither hit nor time another tenant's entries.
 """
 
 from __future__ import annotations
@@ -15,25 +21,29 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+import numpy as np
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from server.config import MediaLimits
 from server.engine.base import VideoInput, VisionSpec
-from server.errors import MediaError, MediaTooLargeError
+from server.errors import MediaError, MediaTooLargeError, MediaUnsupportedError
 from server.media.budget import (
+    FRAME_FACTOR,
     Ceilings,
     ImageControls,
     VideoControls,
     default_video_frame_size,
     image_size,
+    sample_indices,
     video_frame_size,
     visual_tokens,
 )
-from server.media.cache import ByteLRU, SingleFlight
-from server.media.decode import decode_image, frames_to_video, read_video, resize_frames, sample_indices
+from server.media.cache import ByteLRU, SingleFlight, cache_scope
+from server.media.decode import ImageHeader, VideoHeader
 from server.media.fetch import Fetcher, decode_data_url
 from server.media.metrics import MediaMetrics
+from server.media.pool import DecodePool, ImagePlan, VideoPlan
 
 T = TypeVar("T")
 
@@ -92,7 +102,12 @@ def _digest(data: bytes) -> str:
 
 class MediaLoader:
     def __init__(
-        self, limits: MediaLimits, fetcher: Fetcher, executor: Executor, metrics: MediaMetrics | None = None
+        self,
+        limits: MediaLimits,
+        fetcher: Fetcher,
+        executor: Executor,
+        pool: DecodePool,
+        metrics: MediaMetrics | None = None,
     ) -> None:
         self.limits = limits
         self.ceilings = Ceilings(
@@ -103,6 +118,7 @@ class MediaLoader:
         self.metrics = metrics or MediaMetrics(CollectorRegistry())
         self._fetcher = fetcher
         self._executor = executor
+        self.pool = pool
         self._fetched: ByteLRU[bytes] = ByteLRU(limits.fetch_cache_bytes, ttl_s=limits.fetch_cache_ttl_s)
         self._prepared: ByteLRU[PreparedImage | PreparedVideo] = ByteLRU(limits.prepared_cache_bytes)
         self._flights = SingleFlight()
@@ -110,16 +126,15 @@ class MediaLoader:
     async def load(self, images: list[ImageRef], videos: list[VideoRef], spec: VisionSpec) -> PreparedMedia:
         """Fetch and prepare one request's media concurrently (at most ``fetches_per_request`` fetches at once)."""
         slots = asyncio.Semaphore(self.limits.fetches_per_request)
-        resize_videos = any(ref.controls.sets_pixels for ref in videos)
         got_images = gather_all(self.image(ref, spec, slots) for ref in images)
-        got_videos = gather_all(self.video(ref, spec, resize_videos, slots) for ref in videos)
+        got_videos = gather_all(self.video(ref, spec, slots) for ref in videos)
         try:
             async with asyncio.TaskGroup() as group:
                 image_task = group.create_task(got_images)
                 video_task = group.create_task(got_videos)
         except BaseExceptionGroup as group_error:
             raise _first_leaf(group_error) from None
-        return PreparedMedia(images=image_task.result(), videos=video_task.result(), videos_resized=resize_videos)
+        return PreparedMedia(images=image_task.result(), videos=video_task.result(), videos_resized=True)
 
     async def _off_loop(self, kind: str, stage: str, fn: Callable[[], T]) -> T:
         def timed() -> T:
@@ -135,7 +150,7 @@ class MediaLoader:
         timeout = self.limits.fetch_timeout_s
         if url[:5].lower() == "data:":  # the bytes are in the request itself: decode off the loop, nothing to remember
             return await self._off_loop(kind, "base64", lambda: decode_data_url(url, max_bytes=max_bytes, param=param))
-        key = (url, max_bytes)
+        key = (cache_scope.get(), url, max_bytes)
         cached = self._fetched.get(key)
         self.metrics.cache.labels("bytes", "miss" if cached is None else "hit").inc()
         if cached is not None:
@@ -159,29 +174,18 @@ class MediaLoader:
             ref.url, kind="image", max_bytes=self.limits.max_image_bytes, param=ref.param, slots=slots
         )
         digest = await self._off_loop("image", "hash", lambda: _digest(data))
-        key = ("image", digest, ref.controls, spec, self.ceilings)
+        key = ("image", cache_scope.get(), digest, ref.controls, spec, self.ceilings)
         hit = self._prepared.get(key)
         self.metrics.cache.labels("prepared", "miss" if hit is None else "hit").inc()
         if isinstance(hit, PreparedImage):
             return replace(hit, param=ref.param)
 
-        def size_for(height: int, width: int) -> tuple[int, int]:
-            return image_size(height, width, ref.controls, spec, self.ceilings, ref.param)
-
-        def on_stage(stage: str, seconds: float) -> None:
-            self.metrics.stage_seconds.labels("image", stage).observe(seconds)
+        def plan(header: ImageHeader) -> ImagePlan:
+            self._check_source(header, ref.param)
+            return ImagePlan(*image_size(header.height, header.width, ref.controls, spec, self.ceilings, ref.param))
 
         async def prepare() -> PreparedImage:
-            image = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
-                lambda: decode_image(
-                    data,
-                    param=ref.param,
-                    max_source_pixels=self.limits.max_source_pixels,
-                    size_for=size_for,
-                    on_stage=on_stage,
-                ),
-            )
+            image = await self._decode_image(data, ref.param, plan)
             tokens = visual_tokens(1, image.height, image.width, spec)
             prepared = PreparedImage(image=image, tokens=tokens, param=ref.param, uuid=_uuid(key))
             self._prepared.put(key, prepared, image.width * image.height * 3)
@@ -194,77 +198,140 @@ class MediaLoader:
             raise _for_part(exc, ref.param) from exc
         return replace(shared, param=ref.param)
 
-    async def video(
-        self, ref: VideoRef, spec: VisionSpec, resize: bool, slots: asyncio.Semaphore | None = None
-    ) -> PreparedVideo:
-        settings = (ref.controls, ref.sample_fps, self.limits.video_fps, self.limits.max_video_frames, resize, spec)
+    async def _decode_image(self, data: bytes, param: str, plan: Callable[[ImageHeader], ImagePlan]) -> Image.Image:
+        return await self.pool.image(data, param=param, max_source_pixels=self.limits.max_source_pixels, choose=plan)
+
+    def _check_source(self, header: ImageHeader, param: str) -> None:
+        if header.width * header.height > self.limits.max_source_pixels:
+            raise MediaTooLargeError(
+                f"{param} is {header.width}x{header.height} pixels; the limit is {self.limits.max_source_pixels} "
+                "pixels",
+                param=param,
+            )
+
+    async def video(self, ref: VideoRef, spec: VisionSpec, slots: asyncio.Semaphore | None = None) -> PreparedVideo:
+        settings = (ref.controls, ref.sample_fps, self.limits.video_fps, self.limits.max_video_frames, spec)
         if isinstance(ref.url, tuple):
-            frames = await self._frames(ref.url, ref, slots)
-            key: Hashable = ("frames", tuple(d for d, _ in frames), *settings, self.ceilings)
+            blobs = await self._frame_bytes(ref.url, ref, slots)
+            digests = await self._off_loop("video", "hash", lambda: tuple(_digest(b) for b in blobs))
+            key: Hashable = ("frames", cache_scope.get(), digests, *settings, self.ceilings)
         else:
             data = await self._bytes(
                 ref.url, kind="video", max_bytes=self.limits.max_video_bytes, param=ref.param, slots=slots
             )
-            key = ("video", await self._off_loop("video", "hash", lambda: _digest(data)), *settings, self.ceilings)
+            digest = await self._off_loop("video", "hash", lambda: _digest(data))
+            key = ("video", cache_scope.get(), digest, *settings, self.ceilings)
         hit = self._prepared.get(key)
         self.metrics.cache.labels("prepared", "miss" if hit is None else "hit").inc()
         if isinstance(hit, PreparedVideo):
             return replace(hit, param=ref.param)
         if isinstance(ref.url, tuple):
-            fps = ref.sample_fps or self.limits.video_fps
-            raw = await self._off_loop(
-                "video", "decode", lambda: frames_to_video([im for _, im in frames], sample_fps=fps, param=ref.param)
-            )
+            prepared = await self._frame_list(blobs, ref, spec, _uuid(key))
         else:
-            raw = await self._off_loop("video", "decode", lambda: self._read(data, ref))
-        prepared = await self._off_loop("video", "resize", lambda: self._fit(raw, ref, spec, resize, _uuid(key)))
+            prepared = await self._video_file(data, ref, spec, _uuid(key))
         self._prepared.put(key, prepared, prepared.video.frames.nbytes)
         return prepared
 
-    def _read(self, data: bytes, ref: VideoRef) -> VideoInput:
+    def _frame_size(self, frames: int, height: int, width: int, ref: VideoRef, spec: VisionSpec) -> tuple[int, int]:
+        if ref.controls.sets_pixels:
+            return video_frame_size(frames, height, width, ref.controls, spec, self.ceilings, ref.param)
+        return default_video_frame_size(frames, height, width, spec, ref.param)
+
+    async def _video_file(self, data: bytes, ref: VideoRef, spec: VisionSpec, uuid: str) -> PreparedVideo:
         c = ref.controls
         max_frames = min(c.max_frames or self.limits.max_video_frames, self.limits.max_video_frames)
 
-        def sample(total: int, source_fps: float) -> tuple[int, ...]:
+        def plan(header: VideoHeader) -> VideoPlan:
+            self._check_video_header(header, ref.param)
             fps = c.fps if c.fps is not None else (None if c.nframes is not None else self.limits.video_fps)
-            return sample_indices(
-                total, source_fps, fps=fps, nframes=c.nframes, min_frames=c.min_frames, max_frames=max_frames
+            indices = sample_indices(
+                header.frames, header.fps, fps=fps, nframes=c.nframes, min_frames=c.min_frames, max_frames=max_frames
+            )
+            height, width = self._frame_size(len(indices), header.height, header.width, ref, spec)
+            # A lying frame count cannot make the worker decode forever: a bound on frames decoded in all.
+            budget = 2 * max(header.frames, len(indices)) + 256
+            return VideoPlan(indices=indices, height=height, width=width, max_decoded_frames=budget)
+
+        header, chosen, frames = await self.pool.video(data, param=ref.param, choose=plan)
+        video = VideoInput(
+            frames=frames,
+            fps=header.fps,
+            total_num_frames=header.frames,
+            frames_indices=chosen.indices,
+            duration=header.duration or header.frames / header.fps,
+        )
+        tokens = visual_tokens(len(chosen.indices), chosen.height, chosen.width, spec)
+        return PreparedVideo(video=video, tokens=tokens, param=ref.param, uuid=uuid)
+
+    def _check_video_header(self, header: VideoHeader, param: str) -> None:
+        limits = self.limits
+        if header.width * header.height > limits.max_video_frame_pixels:
+            raise MediaTooLargeError(
+                f"{param} has {header.width}x{header.height} frames; the limit is {limits.max_video_frame_pixels} "
+                "pixels per frame",
+                param=param,
+            )
+        if header.fps > limits.max_video_source_fps:
+            raise MediaUnsupportedError(
+                f"{param} declares {header.fps:g} frames per second; the limit is {limits.max_video_source_fps:g}",
+                param=param,
+            )
+        duration = header.duration or header.frames / header.fps
+        if duration > limits.max_video_duration_s:
+            raise MediaTooLargeError(
+                f"{param} lasts {duration:.1f} s; the limit is {limits.max_video_duration_s:g} s", param=param
+            )
+        if header.frames > limits.max_video_source_frames:
+            raise MediaTooLargeError(
+                f"{param} has {header.frames} frames; the limit is {limits.max_video_source_frames}", param=param
             )
 
-        return read_video(data, param=ref.param, max_duration_s=self.limits.max_video_duration_s, sample=sample)
+    async def _frame_list(self, blobs: list[bytes], ref: VideoRef, spec: VisionSpec, uuid: str) -> PreparedVideo:
+        """Frame 0's header sets the list's grid (as before: the first frame's size); every frame is then
+        header-checked and decoded straight to that grid, then padded to an even count."""
+        count = len(blobs) + len(blobs) % FRAME_FACTOR
+        grid: list[tuple[int, int]] = []
 
-    def _fit(self, video: VideoInput, ref: VideoRef, spec: VisionSpec, resize: bool, uuid: str) -> PreparedVideo:
-        frames, height, width = video.frames.shape[:3]
-        if ref.controls.sets_pixels:
-            size = video_frame_size(frames, height, width, ref.controls, spec, self.ceilings, ref.param)
-        else:
-            size = default_video_frame_size(frames, height, width, spec, ref.param)
-        if resize:
-            video = resize_frames(video, *size)
-        return PreparedVideo(
-            video=video, tokens=visual_tokens(frames, size[0], size[1], spec), param=ref.param, uuid=uuid
+        def first(header: ImageHeader) -> ImagePlan:
+            self._check_source(header, f"{ref.param}[0]")
+            grid.append(self._frame_size(count, header.height, header.width, ref, spec))
+            return ImagePlan(*grid[0])
+
+        def frame_plan(index: int) -> Callable[[ImageHeader], ImagePlan]:
+            def plan(header: ImageHeader) -> ImagePlan:
+                self._check_source(header, f"{ref.param}[{index}]")
+                return ImagePlan(*grid[0])
+
+            return plan
+
+        head = await self._decode_image(blobs[0], f"{ref.param}[0]", first)
+        rest = await gather_all(
+            self._decode_image(blob, f"{ref.param}[{i}]", frame_plan(i)) for i, blob in enumerate(blobs[1:], 1)
         )
+        height, width = grid[0]
+        frames = np.empty((count, height, width, 3), dtype=np.uint8)
+        for i, image in enumerate([head, *rest]):
+            frames[i] = np.asarray(image)
+        if count > len(blobs):
+            frames[-1] = frames[-2]
+        fps = ref.sample_fps or self.limits.video_fps
+        video = VideoInput(
+            frames=frames, fps=fps, total_num_frames=count, frames_indices=tuple(range(count)), duration=count / fps
+        )
+        return PreparedVideo(video=video, tokens=visual_tokens(count, height, width, spec), param=ref.param, uuid=uuid)
 
-    async def _frames(
-        self, urls: tuple[str, ...], ref: VideoRef, slots: asyncio.Semaphore | None
-    ) -> list[tuple[str, Image.Image]]:
+    async def _frame_bytes(self, urls: tuple[str, ...], ref: VideoRef, slots: asyncio.Semaphore | None) -> list[bytes]:
         if len(urls) > self.limits.max_video_frames:
             raise MediaTooLargeError(
                 f"{ref.param} has {len(urls)} frames; the limit is {self.limits.max_video_frames}", param=ref.param
             )
-
-        async def frame(index: int, url: str) -> tuple[str, Image.Image]:
-            param = f"{ref.param}[{index}]"
-            data = await self._bytes(url, kind="image", max_bytes=self.limits.max_image_bytes, param=param, slots=slots)
-            digest = await self._off_loop("image", "hash", lambda: _digest(data))
-            image = await self._off_loop(
-                "image",
-                "decode",
-                lambda: decode_image(data, param=param, max_source_pixels=self.limits.max_source_pixels),
-            )
-            return digest, image
-
-        return await gather_all(frame(i, u) for i, u in enumerate(urls))
+        if not urls:
+            raise MediaTooLargeError(f"{ref.param} has no frames", param=ref.param)
+        max_bytes = self.limits.max_image_bytes
+        return await gather_all(
+            self._bytes(url, kind="image", max_bytes=max_bytes, param=f"{ref.param}[{i}]", slots=slots)
+            for i, url in enumerate(urls)
+        )
 
 
 def _for_part(exc: MediaError, param: str) -> MediaError:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.errors import MediaDecodeError, MediaTooLargeError, MediaUnsupportedError
-from server.media import decode
+from server.media import budget, decode
+from tests.hostile_media import concat_script, dash_manifest, encode_video, hls_playlist, mp4_with_playlist_body
 from tests.media_factory import image_bytes, mp4_bytes, noise_image
 
 PARAM = "messages[0].content[0].image_url"
@@ -26,86 +26,114 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
 
 
+def _image(data: bytes, height: int | None = None, width: int | None = None) -> Image.Image:
+    """The worker's two steps, in process: header, then decode to the target grid (the header's own size by default)."""
+    image, header = decode.open_image(data, max_source_pixels=BIG)
+    height, width = height or header.height, width or header.width
+    out = memoryview(bytearray(height * width * 3))
+    written = decode.finish_image(image, height, width, out)
+    assert written == height * width * 3
+    return Image.frombytes("RGB", (width, height), out)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
 def test_decode_image_formats_to_rgb(fmt: str) -> None:
-    image = decode.decode_image(image_bytes(40, 30, fmt), param=PARAM, max_source_pixels=BIG)
+    image = _image(image_bytes(40, 30, fmt))
     assert image.mode == "RGB"
     assert image.size == (40, 30)
 
 
-def test_formats_outside_the_allow_list_are_unsupported() -> None:
+@pytest.mark.parametrize("fmt", ["TIFF", "ICO", "PDF", "JPEG2000"])
+def test_formats_outside_the_allow_list_are_named_and_never_opened(fmt: str) -> None:
     buf = io.BytesIO()
-    noise_image(8, 8).save(buf, "TIFF")
-    with pytest.raises(MediaUnsupportedError) as info:
-        decode.decode_image(buf.getvalue(), param=PARAM, max_source_pixels=BIG)
-    assert "TIFF" in info.value.message and info.value.code == "media_unsupported"
+    noise_image(16, 16).save(buf, fmt)
+    with pytest.raises(decode.DecodeFailure) as info:
+        decode.open_image(buf.getvalue(), max_source_pixels=BIG)
+    assert info.value.code == "unsupported" and info.value.detail
 
 
-def test_decode_garbage_names_the_part_without_reprs() -> None:
-    with pytest.raises(MediaDecodeError) as info:
-        decode.decode_image(b"definitely not an image", param=PARAM, max_source_pixels=BIG)
-    assert info.value.param == PARAM
-    assert "0x" not in info.value.message and "<" not in info.value.message
+def test_garbage_is_a_decode_failure() -> None:
+    with pytest.raises(decode.DecodeFailure) as info:
+        decode.open_image(b"definitely not an image", max_source_pixels=BIG)
+    assert info.value.code == "decode_failed"
 
 
-def test_huge_declared_dimensions_refused_without_decoding() -> None:
+def test_huge_declared_dimensions_are_read_from_the_header_without_decoding() -> None:
     data = png_declaring(9000, 9000)
     assert len(data) < 100
-    with pytest.raises(MediaTooLargeError) as info:
-        decode.decode_image(data, param=PARAM, max_source_pixels=BIG)
-    assert "9000x9000" in info.value.message
-    # Far beyond: Pillow's own bomb guard fires at open; still a clean media_too_large
-    with pytest.raises(MediaTooLargeError) as info:
-        decode.decode_image(png_declaring(100_000, 100_000), param=PARAM, max_source_pixels=BIG)
-    assert info.value.code == "media_too_large"
+    _, header = decode.open_image(data, max_source_pixels=BIG * 4)
+    assert (header.width, header.height) == (9000, 9000)  # the API process refuses it from these numbers
+    with pytest.raises(decode.DecodeFailure) as info:  # far beyond: Pillow's own bomb guard, at our limit
+        decode.open_image(png_declaring(100_000, 100_000), max_source_pixels=BIG)
+    assert info.value.code == "too_large"
 
 
-def test_resizes_to_the_given_target_and_scales_jpegs_in_the_decoder() -> None:
-    jpeg = image_bytes(1600, 1200, "JPEG")
-    seen: list[tuple[int, int]] = []
-
-    def size_for(height: int, width: int) -> tuple[int, int]:
-        seen.append((height, width))
-        return 288, 384
-
-    image = decode.decode_image(jpeg, param=PARAM, max_source_pixels=BIG, size_for=size_for)
-    assert image.size == (384, 288)
-    assert seen == [(1200, 1600)]  # the target is picked from the header's dimensions
+def test_jpegs_are_dct_scaled_to_the_target() -> None:
+    image, header = decode.open_image(image_bytes(1600, 1200, "JPEG"), max_source_pixels=BIG)
+    assert (header.width, header.height) == (1600, 1200)
+    out = memoryview(bytearray(288 * 384 * 3))
+    decode.finish_image(image, 288, 384, out)
+    assert image.size == (400, 300)  # libjpeg decoded at 1/4 scale, then one resize to the grid
 
 
 def test_transparent_images_are_composed_on_white() -> None:
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     buf = io.BytesIO()
     rgba.save(buf, "PNG")
-    image = decode.decode_image(buf.getvalue(), param=PARAM, max_source_pixels=BIG)
-    assert image.getpixel((0, 0)) == (255, 255, 255)
+    assert _image(buf.getvalue()).getpixel((0, 0)) == (255, 255, 255)
 
 
-def _all_frames(total: int, fps: float) -> tuple[int, ...]:
-    return decode.sample_indices(total, fps, fps=2.0, nframes=None, min_frames=None, max_frames=64)
+def test_output_that_would_not_fit_the_buffer_is_refused() -> None:
+    image, _ = decode.open_image(image_bytes(40, 30), max_source_pixels=BIG)
+    with pytest.raises(decode.DecodeFailure) as info:
+        decode.finish_image(image, 300, 400, memoryview(bytearray(1000)))
+    assert info.value.code == "too_large"
 
 
-def test_read_video_samples_at_fps_with_metadata() -> None:
-    video = decode.read_video(mp4_bytes(frames=20, fps=10.0), param="v", max_duration_s=60, sample=_all_frames)
-    # 2 s at 2 fps → 4 frames (Qwen's minimum is 4, even counts)
-    assert video.frames.shape == (4, 96, 128, 3)
-    assert video.frames.dtype == np.uint8
-    assert (video.total_num_frames, video.fps) == (20, pytest.approx(10.0))
-    assert video.frames_indices[0] == 0 and video.frames_indices[-1] == 19
-    assert video.metadata()["frames_indices"] == list(video.frames_indices)
+@pytest.mark.parametrize(("container", "codec", "name"), [("mp4", "libx264", "h264"), ("webm", "libvpx-vp9", "vp9")])
+def test_video_header_then_sampled_frames_at_the_target_grid(container: str, codec: str, name: str) -> None:
+    data = encode_video(container, codec, frames=20, width=128, height=96, fps=10)
+    handle, stream, header = decode.open_video(data)
+    assert (header.codec, header.width, header.height, header.frames) == (name, 128, 96, 20)
+    assert header.fps == pytest.approx(10.0) and header.duration == pytest.approx(2.0, abs=0.15)
+    indices = (0, 6, 13, 19)
+    out = memoryview(bytearray(len(indices) * 32 * 64 * 3))
+    written = decode.decode_video(handle, stream, indices, 32, 64, out, max_decoded_frames=100)
+    frames = np.frombuffer(out, np.uint8).reshape(4, 32, 64, 3)
+    assert written == len(out) and frames.std() > 0
+    assert not np.array_equal(frames[0], frames[1])  # four different frames, not one repeated
 
 
-def test_read_video_refuses_long_videos_before_decoding_frames() -> None:
-    sampled: list[int] = []
+def test_mpeg4_from_opencv_is_accepted() -> None:
+    _, _, header = decode.open_video(mp4_bytes(frames=20, fps=10.0))
+    assert header.codec == "mpeg4" and header.frames == 20
 
-    def sample(total: int, fps: float) -> tuple[int, ...]:
-        sampled.append(total)
-        return (0, 1)
 
-    with pytest.raises(MediaTooLargeError) as info:
-        decode.read_video(mp4_bytes(frames=20, fps=10.0), param="v", max_duration_s=1.0, sample=sample)
-    assert "limit is 1 s" in info.value.message
-    assert sampled == []
+def test_far_frames_are_reached_by_seeking_within_the_decode_budget() -> None:
+    data = encode_video(frames=120, width=64, height=64, fps=30)  # x264 ultrafast: a key frame every 250 at most
+    handle, stream, _ = decode.open_video(data)
+    out = memoryview(bytearray(2 * 64 * 64 * 3))
+    decode.decode_video(handle, stream, (0, 119), 64, 64, out, max_decoded_frames=400)
+    handle, stream, _ = decode.open_video(data)
+    with pytest.raises(decode.DecodeFailure) as info:  # a lying header cannot make it decode forever
+        decode.decode_video(handle, stream, (0, 119), 64, 64, out, max_decoded_frames=10)
+    assert info.value.code == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"\x00" * 1000, "decode_failed"),
+        (hls_playlist("http://127.0.0.1:9/a.ts"), "unsupported"),
+        (dash_manifest("http://127.0.0.1:9/a.mp4"), "unsupported"),
+        (concat_script("/etc/passwd"), "unsupported"),
+        (mp4_with_playlist_body(hls_playlist("file:///etc/passwd")), "decode_failed"),
+    ],
+)
+def test_non_videos_and_playlists_are_refused(data: bytes, code: str) -> None:
+    with pytest.raises(decode.DecodeFailure) as info:
+        decode.open_video(data)
+    assert info.value.code == code
 
 
 @pytest.mark.parametrize(
@@ -119,19 +147,6 @@ def test_read_video_refuses_long_videos_before_decoding_frames() -> None:
     ],
 )
 def test_sample_indices(kwargs: dict[str, float | int | None], count: int) -> None:
-    indices = decode.sample_indices(40, 10.0, **kwargs)  # type: ignore[arg-type]
+    indices = budget.sample_indices(40, 10.0, **kwargs)  # type: ignore[arg-type]
     assert len(indices) == count
     assert indices[0] == 0 and indices[-1] == 39
-
-
-def test_read_video_garbage() -> None:
-    with pytest.raises(MediaDecodeError):
-        decode.read_video(b"\x00" * 1000, param="v", max_duration_s=60, sample=_all_frames)
-
-
-def test_frames_to_video_pads_to_even_and_resizes() -> None:
-    frames = [noise_image(32, 32, 0), noise_image(64, 48, 1), noise_image(32, 32, 2)]
-    video = decode.frames_to_video(frames, sample_fps=1.0, param="v")
-    assert video.frames.shape == (4, 32, 32, 3)
-    assert video.frames_indices == (0, 1, 2, 3)
-    assert video.fps == 1.0
