@@ -97,8 +97,13 @@ NO_EGRESS_TO = [
         "192.168.0.0/16",
         "169.254.0.0/16",
         "100.64.0.0/10",
+        "127.0.0.0/8",
+        "0.0.0.0/8",  # "this network"
+        "198.18.0.0/15",  # benchmarking
+        "240.0.0.0/4",  # reserved
         "fc00::/7",
         "fe80::/10",
+        "64:ff9b::/96",  # NAT64: a gateway turns it into any IPv4 address, private ones included
     )
 ]
 METADATA_ADDRESSES = [ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254")]
