@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,9 @@ from server.engine.base import Engine
 from server.media import budget
 from server.media.fetch import Fetcher, make_client
 from server.media.loader import MediaLoader
+from server.media.pool import DecodePool
 from server.schemas import openapi
+from server.schemas.chat import ShapeLimits
 from server.schemas.chat_response import ChatCompletionChunk
 from server.schemas.completions import CompletionChunk
 from server.service.admission import Admission, AdmissionLimits
@@ -53,7 +56,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
         client = make_client(settings.media_fetch_timeout)
         fetcher = Fetcher(settings.fetch_policy(), client)
-        media = MediaLoader(settings.media_limits(), fetcher, executor, state.metrics.media)
+        pool = DecodePool(settings.decode_pool(), state.metrics.media)
+        media = MediaLoader(settings.media_limits(), fetcher, executor, pool, state.metrics.media)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
@@ -71,6 +75,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             if engine is None and state.engine is not None:
                 await state.engine.shutdown()
             await client.aclose()
+            await pool.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=lifespan)
@@ -79,11 +84,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.include_router(router)
     if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
         app.include_router(playground.router)
+    api_keys = settings.all_api_keys()
+    log_exposure(settings, api_keys)
     guard = GuardConfig(
-        api_keys=settings.all_api_keys(),
+        api_keys=api_keys,
         open_paths=frozenset(settings.open_paths) | (playground.PATHS if settings.playground_enabled else frozenset()),
         max_body_bytes=settings.max_body_bytes,
         max_headers=settings.max_headers,
+        max_header_bytes=settings.max_header_bytes,
+        max_body_json_items=settings.max_body_json_items,
+        shape=ShapeLimits(settings.max_messages, settings.max_content_parts_per_message, settings.max_content_parts),
         body_paths=frozenset(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods),
     )
     if settings.cors_allow_origins:
@@ -108,6 +118,30 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     return app
 
 
+def log_exposure(settings: Settings, api_keys: tuple[str, ...]) -> None:
+    """Warn at start about settings that open more than they should in production."""
+    if not api_keys and not _is_loopback_host(settings.host):
+        logger.warning(
+            "listening on %s with no API keys: anyone who can reach it can use the model and read /metrics and "
+            "/version; set --api-keys or --api-key-file",
+            settings.host,
+        )
+    if settings.media_allow_loopback:
+        logger.warning(
+            "--media-allow-loopback is on: media URLs may reach this machine's loopback addresses "
+            "(for development and tests only)"
+        )
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name (it may resolve to anything), or an empty host: every interface
+
+
 def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
     settings = state.settings
     limits = AdmissionLimits(
@@ -126,6 +160,8 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
 async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
     try:
         if given is None:
+            # The decode workers first (a second or so): a kernel without seccomp fails the start, not a request.
+            await media.pool.start()
             engine = await asyncio.to_thread(_start_vllm, state.settings)
             _serve_with(state, engine, media)
         else:

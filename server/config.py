@@ -16,6 +16,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.media.fetch import FetchPolicy
+from server.media.netguard import parse_allowed_network
+from server.media.pool import PoolConfig
 
 ENV_PREFIX = "QWEN3VL_"
 
@@ -40,6 +42,9 @@ class MediaLimits:
     prepared_cache_bytes: int = 128 * 1024 * 1024
     fetch_cache_bytes: int = 64 * 1024 * 1024
     fetch_cache_ttl_s: float = 300.0
+    max_video_frame_pixels: int = 7680 * 4320
+    max_video_source_fps: float = 480.0
+    max_video_source_frames: int = 500_000
 
 
 class Settings(BaseSettings):
@@ -66,16 +71,52 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(
         default_factory=list, description="Accepted API keys (Authorization: Bearer). Empty: no auth."
     )
-    api_key_file: Path | None = Field(None, description="File with one API key per line (added to --api-keys).")
+    api_key_file: Path | None = Field(
+        None,
+        description="File with one API key per line (added to --api-keys); blank lines and # comment lines are skipped.",
+    )
     open_paths: list[str] = Field(
-        default_factory=lambda: ["/health", "/ready", "/startup", "/metrics", "/version"],
-        description="Routes reachable without a key when auth is on (exact paths).",
+        default_factory=lambda: ["/health", "/ready", "/startup"],
+        description="Routes reachable without a key when auth is on (exact paths); /metrics and /version need a key.",
     )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest request body, enforced while reading (413)."
     )
     max_headers: int = Field(100, gt=0, description="Most request headers (431 beyond).")
-    max_header_bytes: int = Field(32 * 1024, gt=0, description="Largest request head (uvicorn's h11 limit).")
+    max_header_bytes: int = Field(
+        32 * 1024, gt=0, description="Largest request head (request line and headers), in bytes (431 beyond)."
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request head, from connecting or from its first byte on a "
+        "kept-alive connection (then 408 and close: slowloris).",
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request body may stall (no byte arriving) before the connection is closed."
+    )
+    http_max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Most open HTTP connections; a new one beyond gets 503 and is closed (admission's queue is far "
+        "smaller: this bounds idle and slow connections).",
+    )
+    max_body_json_items: int = Field(
+        1 << 18,
+        gt=0,
+        description="Most JSON separators (commas, objects, arrays; counted in the raw body, inside strings too) in a "
+        "request body (413 beyond): bounds the JSON parsing done before any field is checked.",
+    )
+    max_messages: int = Field(1024, ge=1, description="Most messages in a chat request (400 beyond).")
+    max_content_parts_per_message: int = Field(
+        128, ge=1, description="Most content parts in one message (400 beyond); images and videos are capped apart."
+    )
+    max_content_parts: int = Field(
+        2048,
+        ge=1,
+        description="Most content parts in a chat request, all messages and kinds together; a string content counts "
+        "as one (400 beyond).",
+    )
     cors_allow_origins: list[str] = Field(default_factory=list, description="CORS origins; empty: CORS off.")
     playground: bool | None = Field(
         None,
@@ -167,7 +208,40 @@ class Settings(BaseSettings):
     media_fetch_timeout: float = Field(10.0, gt=0, description="Seconds allowed for one media fetch.")
     media_video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video (Qwen default 2).")
     media_max_video_frames: int = Field(64, ge=2, description="Most frames sampled from one video.")
-    media_decode_threads: int = Field(2, ge=1, description="Threads that decode media off the event loop.")
+    media_decode_threads: int = Field(
+        2, ge=1, description="Threads that hash and base64-decode media off the event loop (decoding is in workers)."
+    )
+    media_decode_workers: int = Field(
+        2, ge=1, description="Sandboxed processes that decode images and videos (started before /ready turns 200)."
+    )
+    media_decode_timeout: float = Field(
+        60.0, gt=0, description="Seconds one decode job may take; beyond, its worker is killed (400 media_timeout)."
+    )
+    media_decode_worker_memory_bytes: int = Field(
+        3 * 1024**3, gt=0, description="Memory limit of each decode worker (RLIMIT_DATA); beyond: 400 media_too_large."
+    )
+    media_decode_output_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="Largest decoded item (RGB at its target grid; shared with its worker)."
+    )
+    media_decode_budget_bytes: int = Field(
+        2 * 1024**3,
+        gt=0,
+        description="Estimated decoded bytes in flight across all decode jobs (from headers); beyond, jobs queue.",
+    )
+    media_decode_sandbox: bool = Field(
+        True,
+        description="Decode workers lock themselves in with seccomp (no sockets, no file opens); off only for kernels "
+        "without seccomp.",
+    )
+    media_max_video_frame_pixels: int = Field(
+        7680 * 4320, gt=0, description="Largest video frame accepted, in pixels (from the stream header)."
+    )
+    media_max_video_source_fps: float = Field(
+        480.0, gt=0, description="Highest frame rate a video's header may declare."
+    )
+    media_max_video_source_frames: int = Field(
+        500_000, gt=0, description="Most frames a video's header may declare."
+    )
     media_max_image_source_pixels: int = Field(
         8192 * 8192, gt=0, description="Largest image accepted, in pixels of the source (checked from its header)."
     )
@@ -187,8 +261,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Ceiling of a video's total pixel budget over all frames (total_pixels clamp).",
     )
-    media_allow_private_addresses: bool = Field(
-        False, description="Allow media URLs that resolve to loopback/private/link-local addresses (in-cluster stores)."
+    media_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Non-public networks (CIDRs, e.g. 10.42.0.0/16 for an in-cluster object store) media URLs may reach. "
+        "Loopback, link-local/metadata, unspecified and multicast addresses stay refused whatever the list says.",
+    )
+    media_allow_loopback: bool = Field(
+        False,
+        description="Development and tests only: lets media URLs reach this machine's loopback addresses; "
+        "link-local/metadata and unspecified addresses stay refused.",
     )
     media_allowed_domains: list[str] = Field(
         default_factory=list, description="If set, media hosts must match one (example.com also matches subdomains)."
@@ -210,6 +291,11 @@ class Settings(BaseSettings):
         if any(v < 0 for v in value.values()):
             raise ValueError("limits must be >= 0")
         return value
+
+    @field_validator("media_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        return [str(parse_allowed_network(entry)) for entry in value]
 
     @property
     def uses_tiny_model(self) -> bool:
@@ -238,18 +324,34 @@ class Settings(BaseSettings):
             prepared_cache_bytes=self.media_cache_bytes,
             fetch_cache_bytes=self.media_fetch_cache_bytes,
             fetch_cache_ttl_s=self.media_fetch_cache_ttl,
+            max_video_frame_pixels=self.media_max_video_frame_pixels,
+            max_video_source_fps=self.media_max_video_source_fps,
+            max_video_source_frames=self.media_max_video_source_frames,
+        )
+
+    def decode_pool(self) -> PoolConfig:
+        return PoolConfig(
+            workers=self.media_decode_workers,
+            job_timeout_s=self.media_decode_timeout,
+            memory_bytes=self.media_decode_worker_memory_bytes,
+            input_bytes=max(self.media_max_image_bytes, self.media_max_video_bytes),
+            output_bytes=self.media_decode_output_bytes,
+            budget_bytes=self.media_decode_budget_bytes,
+            sandbox=self.media_decode_sandbox,
         )
 
     def all_api_keys(self) -> tuple[str, ...]:
         keys = [k for k in self.api_keys if k]
         if self.api_key_file is not None:
-            keys += [line.strip() for line in self.api_key_file.read_text().splitlines() if line.strip()]
+            lines = (line.strip() for line in self.api_key_file.read_text().splitlines())
+            keys += [line for line in lines if line and not line.startswith("#")]
         return tuple(keys)
 
     def fetch_policy(self) -> FetchPolicy:
         return FetchPolicy(
             max_redirects=self.media_max_redirects,
-            allow_private=self.media_allow_private_addresses,
+            allowed_networks=tuple(parse_allowed_network(entry) for entry in self.media_allowed_networks),
+            allow_loopback=self.media_allow_loopback,
             allowed_domains=tuple(self.media_allowed_domains),
             denied_domains=tuple(self.media_denied_domains),
             file_root=self.media_file_root,

@@ -3,11 +3,16 @@
 Auth is decided on the raw ASGI path before any routing, by exact match against the open routes, so no Host header or
 path spelling can reach a protected route without a key; keys are compared in constant time (``hmac.compare_digest``
 against every configured key). The body limit is enforced while the body is read (a lying Content-Length or a chunked
-body cannot get past it).
+body cannot get past it), and so is a limit on the body's JSON separators (commas, braces, brackets, counted on the raw
+bytes as they arrive): FastAPI parses JSON on the event loop before any field is checked, and 64 MB of tiny parts took
+2.4 s to parse here, so such a body is refused while it is read, unparsed. The header-size limit is also the HTTP
+protocol's (``server.api.http_protocol``); here it holds under any server. The guard also sets the chat schema's
+shape limits (``server.schemas.chat.shape_limits``) for the request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from collections.abc import Callable
@@ -17,6 +22,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.context import REQUEST_ID_HEADER, accept_or_generate, request_id_var
+from server.media.cache import cache_scope
+from server.schemas.chat import DEFAULT_SHAPE, ShapeLimits, shape_limits
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,9 @@ class GuardConfig:
     open_paths: frozenset[str] = frozenset({"/health", "/ready", "/startup", "/metrics", "/version"})
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 100
+    max_header_bytes: int = 32 * 1024  # request line and headers
+    max_body_json_items: int = 1 << 18  # commas, braces and brackets in a body
+    shape: ShapeLimits = DEFAULT_SHAPE  # messages and content parts per chat request
     # Paths that take a POST body (must be JSON). None: every path. A POST elsewhere goes on to routing and its 405.
     body_paths: frozenset[str] | None = None
 
@@ -36,6 +46,19 @@ class BodyTooLarge(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"the request body is larger than the limit of {limit} bytes")
+
+
+class BodyTooComplex(HTTPException):
+    """Raised while reading, like ``BodyTooLarge``: more JSON separators than the limit, refused before any parsing."""
+
+    code = "too_many_json_items"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"the request body holds more than {limit} JSON items (commas, braces and brackets, inside strings too); "
+            "send fewer parts or shorter lists",
+        )
 
 
 def _error(status: int, message: str, code: str, error_type: str, request_id: str) -> tuple[int, bytes]:
@@ -58,6 +81,7 @@ class GuardMiddleware:
         given = next((v.decode("latin-1") for k, v in headers if k == REQUEST_ID_HEADER.encode()), None)
         request_id = accept_or_generate(given)
         token = request_id_var.set(request_id)
+        shape_token = shape_limits.set(self.config.shape)
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
@@ -70,8 +94,11 @@ class GuardMiddleware:
             if refusal is not None:
                 await _respond(send_with_id, *refusal, extra=self._extra_headers(refusal[0]))
                 return
+            # Media caches are per API key: one tenant can neither hit nor time another's entries (README: Security).
+            cache_scope.set(self._scope(headers) if self._keys else "")
             await self._call_with_body_limit(scope, receive, send_with_id, headers, request_id)
         finally:
+            shape_limits.reset(shape_token)
             request_id_var.reset(token)
 
     def _extra_headers(self, status: int) -> list[tuple[bytes, bytes]]:
@@ -85,6 +112,15 @@ class GuardMiddleware:
                 431,
                 f"too many request headers; the limit is {self.config.max_headers}",
                 "too_many_headers",
+                "invalid_request_error",
+                request_id,
+            )
+        if _head_bytes(scope, headers) > self.config.max_header_bytes:
+            return _error(
+                431,
+                f"the request head (request line and headers) is larger than the limit of "
+                f"{self.config.max_header_bytes} bytes",
+                "request_header_fields_too_large",
                 "invalid_request_error",
                 request_id,
             )
@@ -116,6 +152,12 @@ class GuardMiddleware:
                 return _too_large(self.config.max_body_bytes, request_id)
         return None
 
+    @staticmethod
+    def _scope(headers: list[tuple[bytes, bytes]]) -> str:
+        """The caller's cache scope: a digest of its (already accepted) key, never the key itself."""
+        value = next((v for k, v in headers if k == b"authorization"), b"")
+        return hashlib.sha256(value.partition(b" ")[2].strip()).hexdigest()[:16]
+
     def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         value = next((v for k, v in headers if k == b"authorization"), b"")
         scheme, _, presented = value.partition(b" ")
@@ -129,17 +171,21 @@ class GuardMiddleware:
     async def _call_with_body_limit(
         self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]], request_id: str
     ) -> None:
-        limit = self.config.max_body_bytes
-        seen = 0
+        limit, item_limit = self.config.max_body_bytes, self.config.max_body_json_items
+        seen = items = 0
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, items
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                seen += len(chunk)
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                items += chunk.count(b",") + chunk.count(b"{") + chunk.count(b"[")  # C speed: ~1 ms per MB
+                if items > item_limit:
+                    raise BodyTooComplex(item_limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -153,6 +199,15 @@ class GuardMiddleware:
         except BodyTooLarge:
             if not started:
                 await _respond(send, *_too_large(limit, request_id))
+        except BodyTooComplex as exc:
+            if not started:
+                await _respond(send, *_error(413, exc.detail, exc.code, "invalid_request_error", request_id))
+
+
+def _head_bytes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> int:
+    """The request head's size as sent: request line and ``name: value`` lines."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 def _too_large(limit: int, request_id: str) -> tuple[int, bytes]:

@@ -186,7 +186,7 @@ def open_video(data: bytes | memoryview) -> tuple[Any, Any, VideoHeader]:
         if not container.streams.video:
             raise DecodeFailure("decode_failed", "no video stream")
         stream = container.streams.video[0]
-        codec = stream.codec_context.name
+        codec = stream.codec_context.name if stream.codec_context is not None else "unknown"
         if codec not in VIDEO_CODECS:
             raise DecodeFailure("unsupported", f"codec {codec}")
         header = _video_header(kind, container, stream, codec)

@@ -97,6 +97,10 @@ class _Jobs:
                 self._video(data)
         except self.decode.DecodeFailure as failure:
             self.reply({"error": failure.code, "detail": failure.detail})
+        except (MemoryError, self.wire.WireError):
+            raise
+        except Exception:  # a decoder's unexpected exception: this job failed, the worker's state is still sound
+            self.reply({"error": "decode_failed", "detail": ""})
         finally:
             data.release()
 

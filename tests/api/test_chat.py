@@ -103,7 +103,8 @@ def test_video_frame_list(client: TestClient, engine: FakeEngine) -> None:
     response = chat(client, messages=user({"type": "video", "video": frames, "sample_fps": 1.0}, text("Describe.")))
     assert response.status_code == 200, response.text
     video = engine.requests[-1].videos[0]
-    assert video.frames.shape == (4, 32, 32, 3)  # padded to an even count
+    # padded to an even count, each frame decoded straight to the processor's grid (32×32 is under its minimum)
+    assert video.frames.shape == (4, 64, 64, 3)
     assert video.fps == 1.0
 
 
@@ -303,7 +304,7 @@ def test_redirect_to_loopback_is_refused(engine: FakeEngine, assets: AssetServer
     """Even with private addresses allowed for the origin, a redirect to a blocked host fails its own check."""
     from fastapi.testclient import TestClient as _Client
 
-    settings = Settings(warmup=False, media_allow_private_addresses=True, media_denied_domains=["localhost"])
+    settings = Settings(warmup=False, media_allow_loopback=True, media_denied_domains=["localhost"])
     target = assets.add("/secret.png", image_bytes())
     start = assets.add("/start", b"", status=302, headers={"Location": target.replace("127.0.0.1", "localhost")})
     with _Client(create_app(settings, engine=engine), raise_server_exceptions=False) as c:
