@@ -22,6 +22,7 @@ from types import FrameType
 import uvicorn
 
 from server import lifecycle, logs
+from server.api.http_protocol import HttpLimits, limited_h11
 from server.api.state import AppState
 
 
@@ -147,13 +148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
+    limits = HttpLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.http_header_timeout,
+        body_timeout_s=settings.http_body_timeout,
+        max_connections=settings.http_max_connections,
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,  # the drain already waited --drain-timeout for requests to finish
+        # h11 pinned, whatever else is installed: httptools has no head-size limit (see server.api.http_protocol).
+        http=limited_h11(limits),
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        ws="none",  # no WebSocket routes: an upgrade request is plain HTTP (and gets its 404)
+        # The protocol refuses connections beyond the cap; on the ones it keeps, requests are served, and requests
+        # still running beyond one per connection (clients gone, work finishing) get uvicorn's 503.
+        limit_concurrency=settings.http_max_connections + 1,
         access_log=settings.log_format == "text",  # JSON logs have their own access line
         log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )

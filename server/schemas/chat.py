@@ -7,10 +7,16 @@ Each role has its own message model, told apart by ``role``, so the OpenAPI docu
 only user messages carry media, only assistant messages carry ``tool_calls`` (and may then have null content), and a
 tool message needs its ``tool_call_id``. Sampling options and refused fields come from ``server.schemas.common``, tools
 and ``response_format`` from ``server.schemas.tools``, the answers' models are in ``server.schemas.chat_response``.
+
+How many messages and content parts a request may hold is the server's setting (``ShapeLimits``, read from the context
+variable ``shape_limits`` that the HTTP guard sets per request; the defaults otherwise). The counts are checked on the raw
+JSON before any message or part is validated, so a body of a million tiny parts costs one ``len()``, not a million models.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -28,6 +34,21 @@ from server.schemas.tools import (
 )
 
 MAX_MESSAGES = 1024
+MAX_PARTS_PER_MESSAGE = 128  # text parts included: images and videos have their own, far smaller caps
+MAX_PARTS = 2048  # all messages together (a string content counts as one): ample for 1024 string messages
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """How many messages and content parts one chat request may hold (settings ``--max-messages`` and so on)."""
+
+    max_messages: int = MAX_MESSAGES
+    max_parts_per_message: int = MAX_PARTS_PER_MESSAGE
+    max_parts: int = MAX_PARTS
+
+
+DEFAULT_SHAPE = ShapeLimits()
+shape_limits: ContextVar[ShapeLimits] = ContextVar("shape_limits", default=DEFAULT_SHAPE)
 
 
 def _all_set(*names: str) -> dict[str, Any]:
@@ -244,7 +265,9 @@ class ChatCompletionRequest(CompletionBase):
         }
     )
 
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[Message] = Field(
+        min_length=1, description=f"At most {MAX_MESSAGES} messages and {MAX_PARTS} content parts (server defaults)."
+    )
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
@@ -254,6 +277,38 @@ class ChatCompletionRequest(CompletionBase):
     response_format: ResponseFormat | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
     modalities: list[Literal["text"]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count(cls, data: Any) -> Any:
+        """Messages and parts counted on the raw JSON, before a single message is validated."""
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list):
+            return data
+        limits = shape_limits.get()
+        if len(messages) > limits.max_messages:
+            raise field_error(
+                "messages", f"a request may hold at most {limits.max_messages} messages; got {len(messages)}"
+            )
+        total = 0
+        for i, message in enumerate(messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):
+                if len(content) > limits.max_parts_per_message:
+                    raise field_error(
+                        f"messages[{i}].content",
+                        f"a message may hold at most {limits.max_parts_per_message} content parts; got {len(content)}",
+                    )
+                total += len(content)
+            elif content is not None:
+                total += 1
+        if total > limits.max_parts:
+            raise field_error(
+                "messages",
+                f"a request may hold at most {limits.max_parts} content parts in all (a string content counts as "
+                f"one); got {total}",
+            )
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ChatCompletionRequest:
