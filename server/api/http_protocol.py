@@ -11,8 +11,9 @@ cap, the keep-alive timeout between requests, ``limit_concurrency``'s 503 for re
   arrive (up to its blank line) and a head over the cap gets a 431, before h11 parses it;
 
 - a **head deadline**: a client must send its complete request head (request line and headers) within ``header_timeout_s``
-  of connecting, or of its first byte on a kept-alive connection; otherwise 408 and close (slowloris: one byte every few
-  seconds keeps uvicorn's connection open forever, as no timer runs while a head is incomplete);
+  of connecting, or of its first byte on a kept-alive connection; otherwise 408 and close, or a quiet close if it sent
+  nothing at all (slowloris: one byte every few seconds kept uvicorn's connection open forever, as no timer runs while
+  a head is incomplete, nor on a new connection before its first byte);
 - a **body stall timeout**: while a request body is arriving, ``body_timeout_s`` without a byte closes the connection
   (the route sees a disconnect); a slow but steady upload is fine, and time the application takes is never counted;
 - **431** (not uvicorn's generic 400) when h11's own buffer cap trips;
@@ -167,7 +168,12 @@ class LimitedH11Protocol(H11Protocol):
         if what == "head":
             seconds = self.limits.header_timeout_s
             logger.info("closed a connection: no complete request head within %g s", seconds)
-            self._refuse(408, f"the request head was not complete within {seconds:g} seconds", "request_header_timeout")
+            if self._head_bytes or self.conn.trailing_data[0]:  # a head had begun: say why
+                message = f"the request head was not complete within {seconds:g} seconds"
+                self._refuse(408, message, "request_header_timeout")
+            else:  # nothing sent (an idle connection): close quietly, as uvicorn's keep-alive timeout does
+                self._disarm()
+                self.transport.close()
         else:
             logger.info("closed a connection: its request body stalled for %g s", self.limits.body_timeout_s)
             self.transport.close()  # the route's receive() sees a disconnect; no response can be sent mid-request

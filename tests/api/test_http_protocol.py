@@ -159,7 +159,7 @@ async def test_a_silent_connection_is_closed_at_the_head_deadline() -> None:
         start = time.monotonic()
         response = await read_all(reader)
         assert 0.4 <= time.monotonic() - start < 5
-        assert status_of(response) == 408
+        assert response == b""  # nothing asked, nothing answered: closed quietly
         writer.close()
 
 
