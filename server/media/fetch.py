@@ -2,7 +2,8 @@
 
 - Schemes: ``data`` (base64, decoded strictly, its encoded length checked first), ``http``, ``https``; ``file`` only under an
   operator-configured root; everything else is refused.
-- Before connecting, the host is resolved and every address must be public (``netguard``); a mixed answer is refused.
+- Before connecting, the host is resolved and every address must be public or on the operator's lists (``netguard``);
+  a mixed answer is refused whole, and link-local/metadata, unspecified and multicast addresses never pass.
   The request then goes to the validated address itself, with the original ``Host`` header and TLS SNI/certificate name,
   so a second DNS answer cannot swap the target. URLs with userinfo are refused.
 - Redirects are followed here, not by httpx, and every hop is validated again; at most ``max_redirects`` hops.
@@ -35,7 +36,7 @@ from server.errors import (
     MediaTimeoutError,
     MediaTooLargeError,
 )
-from server.media.netguard import IPAddress, all_public, host_matches, parse_ip
+from server.media.netguard import IPAddress, IPNetwork, all_dialable, host_matches, parse_ip
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
 @dataclass(frozen=True)
 class FetchPolicy:
     max_redirects: int = 3
-    allow_private: bool = False  # the operator's explicit switch, for in-cluster object stores
+    allowed_networks: tuple[IPNetwork, ...] = ()  # non-public networks that may be dialed (in-cluster stores)
+    allow_loopback: bool = False  # development and tests only: this machine's loopback addresses
     allowed_domains: tuple[str, ...] = ()  # empty: any public host
     denied_domains: tuple[str, ...] = ()
     file_root: Path | None = None  # file:// URLs only below this folder; None: refused
@@ -162,7 +164,7 @@ class Fetcher:
                 raise MediaFetchError(f"{param}: the media host name could not be resolved", param=param) from exc
         if not addresses:
             raise MediaFetchError(f"{param}: the media host name could not be resolved", param=param)
-        if not self.policy.allow_private and not all_public(addresses):
+        if not all_dialable(addresses, self.policy.allowed_networks, allow_loopback=self.policy.allow_loopback):
             raise MediaBlockedError(f"{param}: the media host resolves to a non-public address", param=param)
         target = url.copy_with(host=str(addresses[0]))
         host_header = host if url.port is None else f"{host}:{url.port}"

@@ -86,6 +86,6 @@ def assets() -> Iterator[AssetServer]:
 @pytest.fixture
 def private_client(engine: FakeEngine) -> Iterator[TestClient]:
     """An app whose operator allowed private addresses (as for an in-cluster object store): loopback fetches work."""
-    settings = Settings(warmup=False, limit_mm_per_prompt={"image": 3, "video": 1}, media_allow_private_addresses=True)
+    settings = Settings(warmup=False, limit_mm_per_prompt={"image": 3, "video": 1}, media_allow_loopback=True)
     with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as test_client:
         yield test_client

@@ -20,7 +20,7 @@ def test_burst_above_capacity_gets_only_200_and_429_and_rejections_fetch_nothing
     engine = FakeEngine(delay_s=0.1)
     settings = Settings(
         warmup=False,
-        media_allow_private_addresses=True,
+        media_allow_loopback=True,
         admission_max_running=1,
         admission_max_queued=1,
         admission_max_wait=5,

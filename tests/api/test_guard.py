@@ -22,7 +22,7 @@ BODY = {"model": "fake-qwen3vl", "messages": [{"role": "user", "content": "hi"}]
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[tuple[TestClient, FastAPI]]:
     key_file = tmp_path / "keys"
-    key_file.write_text("sk-from-file\n\n")
+    key_file.write_text("# the team's keys, one per line\nsk-from-file\n\n")
     app = create_app(Settings(warmup=False, api_keys=[KEY], api_key_file=key_file), engine=FakeEngine())
     with TestClient(app) as client:
         yield client, app
@@ -38,8 +38,14 @@ def test_keys_required_except_on_open_routes(secured: tuple[TestClient, FastAPI]
     assert client.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": "Bearer sk-from-file"}).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": KEY}).status_code == 401  # no scheme
-    for open_path in ("/health", "/ready", "/metrics", "/version"):
+    assert (
+        client.get("/v1/models", headers={"Authorization": "Bearer # the team's keys, one per line"}).status_code == 401
+    )
+    for open_path in ("/health", "/ready", "/startup"):
         assert client.get(open_path).status_code == 200, open_path
+    for keyed_path in ("/metrics", "/version"):  # what a scraper or a prober may learn needs a key too
+        assert client.get(keyed_path).status_code == 401, keyed_path
+        assert client.get(keyed_path, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200, keyed_path
 
 
 async def _raw(app: FastAPI, path: str, headers: list[tuple[bytes, bytes]], raw_path: bytes | None = None) -> int:

@@ -103,7 +103,7 @@ def playground_settings(**overrides: Any) -> Settings:
     defaults: dict[str, Any] = {
         "warmup": False,
         "limit_mm_per_prompt": {"image": 4, "video": 1},
-        "media_allow_private_addresses": True,
+        "media_allow_loopback": True,
     }
     return Settings(**{**defaults, **overrides})
 

@@ -285,7 +285,10 @@ def check_server_pod(pod_spec: Manifest, server_name: str, profile: str) -> None
     assert mount["readOnly"] is True
     assert keys["secret"]["secretName"] == API_KEYS_SECRET and keys["secret"]["optional"] is False
     assert {"key": "api-keys", "path": PurePosixPath(API_KEY_FILE).name} in keys["secret"]["items"]
-    assert variables["QWEN3VL_MEDIA_ALLOW_PRIVATE_ADDRESSES"] == "false"
+    # Nothing beyond public media addresses by default; an in-cluster store is a site overlay's explicit CIDR.
+    assert json.loads(variables["QWEN3VL_MEDIA_ALLOWED_NETWORKS"]) == []
+    assert variables["QWEN3VL_MEDIA_ALLOW_LOOPBACK"] == "false"
+    assert "QWEN3VL_MEDIA_ALLOW_PRIVATE_ADDRESSES" not in variables, "renamed: the server ignores it"
     assert variables["QWEN3VL_LOG_FORMAT"] == "json"
 
     assert variables["HF_HUB_OFFLINE"] == "1" and variables["HF_HOME"] == HF_HOME

@@ -76,7 +76,7 @@ def live_server(*, moe: bool, thinking: bool = False) -> Iterator[LiveServer]:
         kv_cache_memory_bytes=1 << 30,
         limit_mm_per_prompt={"image": 4, "video": 2},
         # The tests serve media from loopback: the operator's explicit switch (off by default) allows that.
-        media_allow_private_addresses=True,
+        media_allow_loopback=True,
         media_image_max_pixels=1024 * 1024,
     )
     with serve(settings, checkpoint) as server:

@@ -38,7 +38,7 @@ def assets() -> Iterator[AssetServer]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     extra = [
         "--api-keys", json.dumps([KEY]),
-        "--media-allow-private-addresses",
+        "--media-allow-loopback",
         "--admission-max-running", "2",
         "--admission-max-queued", "2",
         "--drain-timeout", "60",
@@ -166,7 +166,7 @@ def test_auth_cannot_be_bypassed_with_hosts_or_paths(server: ServerProcess, targ
 
 def test_promtool_accepts_metrics_after_real_traffic(server: ServerProcess) -> None:
     httpx.post(f"{server.base_url}/v1/chat/completions", json=body("hi", max_tokens=4), headers=AUTH, timeout=60)
-    scrape = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    scrape = httpx.get(f"{server.base_url}/metrics", headers=AUTH, timeout=10).text
     assert "vllm:num_requests_running" in scrape and "qwen3vl_time_to_first_token_seconds_bucket" in scrape
     # Our own families must be clean. vLLM's keep their published names (colon namespace, one histogram ending in
     # _total), which promtool lints; renaming them would break every existing vLLM dashboard, so they are only

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import ipaddress
+import re
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -51,3 +55,55 @@ def test_cli_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_invalid_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_key_file_skips_blank_and_comment_lines(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-keys"
+    key_file.write_text(
+        "# rotated 2026-05: old key below until June\nsk-one\n\n   # indented comment\n  sk-two  \n#sk-off\n"
+    )
+    settings = Settings(api_keys=["sk-cli", ""], api_key_file=key_file)
+    assert settings.all_api_keys() == ("sk-cli", "sk-one", "sk-two")
+
+
+def test_metrics_and_version_need_a_key_by_default() -> None:
+    assert Settings().open_paths == ["/health", "/ready", "/startup"]
+
+
+def test_media_allowed_networks_flag_and_policy() -> None:
+    settings = Settings(
+        _cli_parse_args=["--media-allowed-networks", '["10.42.0.0/16", "fd12:3456::/32"]', "--media-allow-loopback"]
+    )
+    assert settings.media_allowed_networks == ["10.42.0.0/16", "fd12:3456::/32"]
+    policy = settings.fetch_policy()
+    assert policy.allowed_networks == (ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_network("fd12:3456::/32"))
+    assert policy.allow_loopback is True
+    default = Settings().fetch_policy()
+    assert default.allowed_networks == () and default.allow_loopback is False
+
+
+def test_media_allowed_networks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QWEN3VL_MEDIA_ALLOWED_NETWORKS", '["10.42.0.0/16"]')
+    assert Settings().fetch_policy().allowed_networks == (ipaddress.ip_network("10.42.0.0/16"),)
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("10.42.0.1/16", "not a network in CIDR notation"),
+        ("store.svc", "not a network in CIDR notation"),
+        ("127.0.0.0/8", "loopback (for development use --media-allow-loopback)"),
+        ("169.254.169.254/32", "link-local (cloud metadata)"),
+        ("0.0.0.0/8", "unspecified"),
+    ],
+)
+def test_media_allowed_networks_are_validated_at_start(entry: str, says: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(says)):
+        Settings(media_allowed_networks=["10.42.0.0/16", entry])
+
+
+def test_the_old_all_or_nothing_switch_is_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "media_allow_private_addresses" not in Settings.model_fields
+    with pytest.raises(SystemExit):  # the old flag fails the start instead of being ignored
+        Settings(_cli_parse_args=["--media-allow-private-addresses"])
+    assert "unrecognized arguments: --media-allow-private-addresses" in capsys.readouterr().err

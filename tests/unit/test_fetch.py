@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from server.errors import (
     MediaTooLargeError,
 )
 from server.media.fetch import Fetcher, FetchPolicy, decode_data_url
-from server.media.netguard import IPAddress, is_public, parse_ip
+from server.media.netguard import IPAddress, is_public, may_dial, parse_allowed_network, parse_ip
 
 PARAM = "messages[0].content[0].image_url"
 PUBLIC = "93.184.216.34"
@@ -262,9 +264,126 @@ async def test_allow_and_deny_lists() -> None:
         await get(f, "http://EVIL.test./a")
 
 
-async def test_allow_private_switch() -> None:
-    f = fetcher(lambda r: httpx.Response(200, content=b"ok"), table={"store.svc": ["10.0.0.9"]}, allow_private=True)
+STORE = (ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_network("fd12:3456::/32"))
+# Entries no list can open: the policy still refuses them if a FetchPolicy is built with them directly.
+FUTILE = tuple(
+    ipaddress.ip_network(n)
+    for n in ("127.0.0.0/8", "::1/128", "169.254.0.0/16", "0.0.0.0/8", "::ffff:0:0/96", "64:ff9b::/96", "fe80::/10")
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.42.7.9", True),  # in the list
+        ("::ffff:10.42.7.9", True),  # the same IPv4 address, mapped
+        ("fd12:3456::9", True),
+        ("10.43.0.1", False),  # private, not in the list
+        ("192.168.1.1", False),
+        ("fd00::1", False),
+        ("2002:a2a:709::1", False),  # 6to4 of 10.42.7.9: another host's gateway, not the store
+        (PUBLIC, True),  # public stays allowed
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),  # loopback, even listed
+        ("::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::7f00:1", False),  # IPv4-compatible loopback
+        ("64:ff9b::7f00:1", False),  # NAT64 of loopback, even with 64:ff9b::/96 listed
+        ("2002:7f00:1::1", False),  # 6to4 of loopback
+        ("169.254.169.254", False),  # metadata, even listed
+        ("::ffff:169.254.169.254", False),
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of the metadata address
+        ("fd00:ec2::254", False),  # AWS metadata over IPv6
+        ("100.100.100.200", False),  # Alibaba Cloud metadata
+        ("fe80::1", False),
+        ("0.0.0.0", False),  # unspecified / "this network", even listed
+        ("0.1.2.3", False),
+        ("::", False),
+        ("224.0.0.1", False),  # multicast
+        ("ff02::1", False),
+    ],
+)
+def test_allowed_networks_policy(address: str, allowed: bool) -> None:
+    ip = parse_ip(address)
+    assert ip is not None
+    assert may_dial(ip, (*STORE, *FUTILE)) is allowed
+
+
+def test_nat64_of_a_public_address_is_judged_as_before() -> None:
+    ip = parse_ip("64:ff9b::808:808")  # NAT64 of 8.8.8.8
+    assert ip is not None and may_dial(ip, STORE) is is_public(ip)
+    assert may_dial(ip, (ipaddress.ip_network("64:ff9b::/96"),))  # an operator may list the NAT64 prefix itself
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),  # the same socket as 127.0.0.1
+        ("64:ff9b::7f00:1", False),  # a NAT64 gateway's loopback is not this machine's
+        ("2002:7f00:1::1", False),
+        ("169.254.169.254", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),  # loopback only, not private ranges
+    ],
+)
+def test_allow_loopback_opens_loopback_only(address: str, allowed: bool) -> None:
+    ip = parse_ip(address)
+    assert ip is not None and may_dial(ip, allow_loopback=True) is allowed
+
+
+async def test_allowed_networks_reach_an_in_cluster_store() -> None:
+    ok = lambda r: httpx.Response(200, content=b"ok")  # noqa: E731
+    table = {"store.svc": ["10.42.0.9"], "other.svc": ["10.9.0.1"], "mixed.svc": ["10.42.0.9", "10.9.0.1"]}
+    f = fetcher(ok, table=table, allowed_networks=STORE)
     assert await get(f, "http://store.svc/a") == b"ok"
+    assert await get(f, "http://10.42.3.4/a") == b"ok"
+    for url in ("http://other.svc/a", "http://mixed.svc/a", "http://127.0.0.1/a", "http://169.254.169.254/"):
+        with pytest.raises(MediaBlockedError):
+            await get(f, url)
+    assert (
+        await get(fetcher(ok, table={"mixed.svc": ["10.42.0.9", PUBLIC]}, allowed_networks=STORE), "http://mixed.svc/")
+        == b"ok"
+    )
+
+
+async def test_allow_loopback_switch() -> None:
+    ok = lambda r: httpx.Response(200, content=b"ok")  # noqa: E731
+    table = {"localhost": ["::1", "127.0.0.1"], "store.svc": ["10.0.0.9"]}
+    with pytest.raises(MediaBlockedError):
+        await get(fetcher(ok, table=table), "http://localhost/a")
+    f = fetcher(ok, table=table, allow_loopback=True)
+    assert await get(f, "http://localhost/a") == b"ok"
+    assert await get(f, "http://[::1]:8080/a") == b"ok"
+    with pytest.raises(MediaBlockedError):
+        await get(f, "http://store.svc/a")
+
+
+@pytest.mark.parametrize("entry", ["10.42.0.0/16", "fd12:3456::/32", "0.0.0.0/0", "10.42.0.7/32"])
+def test_allow_list_entries(entry: str) -> None:
+    assert str(parse_allowed_network(entry)) == entry
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("10.42.0.1/16", "CIDR"),  # host bits set
+        ("10.42.0.0/33", "CIDR"),
+        ("store.svc", "CIDR"),
+        ("", "CIDR"),
+        ("127.0.0.0/8", "--media-allow-loopback"),
+        ("::1/128", "--media-allow-loopback"),
+        ("169.254.169.254/32", "metadata"),
+        ("0.0.0.0/8", "unspecified"),
+        ("fd00:ec2::254/128", "metadata"),
+    ],
+)
+def test_allow_list_entries_refused(entry: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_allowed_network(entry)
 
 
 @pytest.mark.parametrize("url", ["ftp://host/a.png", "gopher://x", "/relative/path.png", "javascript:alert(1)"])
