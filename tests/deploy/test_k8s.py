@@ -81,6 +81,7 @@ MULTINODE_KINDS = Counter(["LeaderWorkerSet", "Service", "PersistentVolumeClaim"
 PORT = 8000
 API_KEYS_SECRET = "qwen3vl-api-keys"
 API_KEY_FILE = "/etc/qwen3vl/api-keys"
+METRICS_KEY = "metrics-key"  # the Secret's key Prometheus sends as its bearer token
 HF_TOKEN_SECRET = "hf-token"
 HF_HOME = "/models/hf"
 GPU = "nvidia.com/gpu"
@@ -107,6 +108,15 @@ NO_EGRESS_TO = [
     )
 ]
 METADATA_ADDRESSES = [ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254")]
+
+
+def _open_paths() -> frozenset[str]:
+    from server.config import Settings
+
+    return frozenset(Settings.model_fields["open_paths"].get_default(call_default_factory=True))
+
+
+OPEN_PATHS = _open_paths()  # the server's routes that answer without a key
 
 
 # --- Rendering ----------------------------------------------------------------------------------------------------------
@@ -268,6 +278,7 @@ def check_server_pod(pod_spec: Manifest, server_name: str, profile: str) -> None
     assert ports.get("http") == PORT
     for probe, path in (("startupProbe", "/startup"), ("readinessProbe", "/ready"), ("livenessProbe", "/health")):
         assert c[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+        assert path in OPEN_PATHS, f"{probe}: the kubelet sends no API key"
 
     settings = profile_settings(profile)
     allowance = startup_allowance_s(c)
@@ -459,8 +470,14 @@ def check_service_monitor(monitor: Manifest, service: Manifest) -> None:
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     port_names = {p["name"] for p in service["spec"]["ports"]}
     assert monitor["spec"]["endpoints"]
+    assert "/metrics" not in OPEN_PATHS, "if /metrics were open, the ServiceMonitor would not need a key"
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+        assert endpoint["authorization"] == {
+            "type": "Bearer",
+            "credentials": {"name": API_KEYS_SECRET, "key": METRICS_KEY},
+        }, "the server's keys guard /metrics: Prometheus must send one"
+        assert "bearerTokenSecret" not in endpoint and "bearerTokenFile" not in endpoint, "deprecated fields"
 
 
 @pytest.mark.parametrize("target", SINGLE_NODE_TARGETS)
@@ -651,14 +668,22 @@ def test_leader_worker_set(rendered: dict[str, list[Manifest]], tmp_path: Path) 
 # --- Secrets ---------------------------------------------------------------------------------------------------------------
 
 
-def test_secret_examples_match_the_references_and_are_never_rendered() -> None:
+def test_secret_examples_match_the_references_and_are_never_rendered(tmp_path: Path) -> None:
     examples = [d for d in yaml.safe_load_all((K8S / "examples" / "secrets.example.yaml").read_text()) if d]
     by_name = {d["metadata"]["name"]: d for d in examples}
     assert set(by_name) == {API_KEYS_SECRET, HF_TOKEN_SECRET}
     for doc in examples:
         kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
         assert all("REPLACE-ME" in value for value in doc["stringData"].values()), "placeholders only"
-    assert set(by_name[API_KEYS_SECRET]["stringData"]) == {"api-keys"}
+    keys = by_name[API_KEYS_SECRET]["stringData"]
+    assert set(keys) == {"api-keys", METRICS_KEY}
+    # The server reads `api-keys` as a key file; the ServiceMonitor's key must be one of its keys.
+    key_file = tmp_path / "api-keys"
+    key_file.write_text(keys["api-keys"])
+    from server.config import Settings
+
+    parsed = Settings(api_key_file=key_file).all_api_keys()
+    assert keys[METRICS_KEY] in parsed and not any(k.startswith("#") for k in parsed)
     assert set(by_name[HF_TOKEN_SECRET]["stringData"]) == {"token"}
     for path in K8S.rglob("kustomization.yaml"):
         kustomization = yaml.safe_load(path.read_text())
