@@ -239,9 +239,7 @@ class Settings(BaseSettings):
     media_max_video_source_fps: float = Field(
         480.0, gt=0, description="Highest frame rate a video's header may declare."
     )
-    media_max_video_source_frames: int = Field(
-        500_000, gt=0, description="Most frames a video's header may declare."
-    )
+    media_max_video_source_frames: int = Field(500_000, gt=0, description="Most frames a video's header may declare.")
     media_max_image_source_pixels: int = Field(
         8192 * 8192, gt=0, description="Largest image accepted, in pixels of the source (checked from its header)."
     )

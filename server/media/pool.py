@@ -185,9 +185,8 @@ class _Worker:
     def close(self) -> None:
         self.kill()
         self._writer.close()  # the subprocess transport closes once its pipes are closed and the process reaped
-        for buf in (self.in_buf, self.out_buf):
-            with contextlib.suppress(BufferError):
-                buf.close()
+        # The shared buffers are unmapped when this object goes (a copy on a thread of a cancelled job may still be
+        # using them: closing them here could pull the pages from under it).
 
 
 class DecodePool:
@@ -422,11 +421,12 @@ class DecodePool:
         done = answer.get("done")
         if not isinstance(done, dict) or done.get("bytes") != expected:
             raise _WorkerDied("protocol")  # the worker must write exactly the grid the server asked for
-        view = memoryview(worker.out_buf)[:expected]
-        try:
-            result = await _off_loop_if_large(expected, lambda: job.take(header, plan, view))
-        finally:
-            view.release()
+
+        def take() -> R:  # the view lives and dies on the thread that copies (a cancelled await leaves it running)
+            with memoryview(worker.out_buf) as whole, whole[:expected] as view:
+                return job.take(header, plan, view)
+
+        result = await _off_loop_if_large(expected, take)
         worker.release_pages(len(data), expected)
         return result
 
