@@ -29,7 +29,10 @@ from server.schemas.chat import DEFAULT_SHAPE, ShapeLimits, shape_limits
 @dataclass(frozen=True)
 class GuardConfig:
     api_keys: tuple[str, ...] = ()
-    open_paths: frozenset[str] = frozenset({"/health", "/ready", "/startup", "/metrics", "/version"})
+    open_paths: frozenset[str] = frozenset({"/health", "/ready", "/startup"})
+    # Read-only operator routes that keep answering (with a key, when keys are set) while the server drains, so
+    # Prometheus still sees the drain it is meant to watch.
+    drain_paths: frozenset[str] = frozenset({"/metrics", "/version"})
     max_body_bytes: int = 64 * 1024 * 1024
     max_headers: int = 100
     max_header_bytes: int = 32 * 1024  # request line and headers
@@ -132,7 +135,7 @@ class GuardMiddleware:
                 "authentication_error",
                 request_id,
             )
-        if self._is_draining() and not is_open:
+        if self._is_draining() and not is_open and path not in self.config.drain_paths:
             return _error(
                 503, "the server is shutting down; retry on another replica", "draining", "server_error", request_id
             )

@@ -151,6 +151,16 @@ def test_draining_refuses_new_work_but_keeps_probes(client: TestClient) -> None:
     assert client.get("/ready").json() == {"status": "draining"}
 
 
+def test_metrics_still_answer_a_key_while_draining(secured: tuple[TestClient, FastAPI]) -> None:
+    client, app = secured
+    app.state.qwen3vl.draining = True
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert client.post("/v1/chat/completions", json=BODY, headers=auth).status_code == 503
+    assert client.get("/metrics", headers=auth).status_code == 200
+    assert client.get("/version", headers=auth).status_code == 200
+    assert client.get("/metrics").status_code == 401  # still behind the key
+
+
 def test_cors_off_by_default_and_configurable() -> None:
     origin = {"Origin": "https://app.example"}
     with TestClient(create_app(Settings(warmup=False), engine=FakeEngine())) as client:

@@ -43,6 +43,7 @@ from tests.media_factory import data_url
 pytestmark = pytest.mark.e2e
 
 MUTANTS_PER_CONTAINER = 150
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts"
 MEDIA_CODES = {"media_decode_failed", "media_unsupported", "media_too_large", "media_timeout", "media_fetch_failed"}
 
 
@@ -200,11 +201,18 @@ def test_hostile_media_corpus(dense_server: LiveServer, tmp_path: Path) -> None:
     metrics_text = httpx.get(f"{dense_server.base_url}/metrics").text
     deaths = metric(metrics_text, "qwen3vl_media_decode_worker_deaths") - deaths_before
     outcome = Counter(code or "200" for _, code in fuzz)
-    print(
-        f"\nfuzz: {len(fuzz)} mutants and cut WebMs -> {dict(outcome)}; decoder-worker deaths {deaths:g}; "
-        f"/health max {watch.health_max_s * 1000:.0f} ms; API RSS peak growth "
-        f"{(watch.rss_peak - watch.rss_start) / 2**20:.0f} MiB; oversized header -> {header_status}"
-    )
+    summary = {
+        "mutants": len(fuzz),
+        "fuzz_outcomes": dict(outcome),
+        "refused": dict(Counter(code for _, code in refusals)),
+        "decoder_worker_deaths": deaths,
+        "health_max_ms": round(watch.health_max_s * 1000, 1),
+        "api_rss_peak_growth_mib": round((watch.rss_peak - watch.rss_start) / 2**20, 1),
+        "oversized_header_status": header_status,
+        "listener_connections": listener.accepted,
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # the numbers of the last run, for the notes (git-ignored)
+    (ARTIFACTS / "hostile-media.json").write_text(json.dumps(summary, indent=2))
     wrong = [(i, status, code) for i, (status, code) in enumerate(refusals) if status != 400 or code not in MEDIA_CODES]
     assert not wrong, wrong
     assert bounded_answers == [(200, None), (200, None)]
