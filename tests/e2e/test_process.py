@@ -211,6 +211,8 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
                         live.release()  # streaming tokens now
             outcomes.append((r.status_code, lines, time.monotonic()))
 
+    # Both streams must hold the server's two running slots at once: nothing of an earlier test may still hold one.
+    wait_for(lambda: idle(server), 60, "the server is still busy with an earlier test's request")
     threads = [threading.Thread(target=stream) for _ in range(2)]
     for t in threads:
         t.start()
