@@ -66,31 +66,46 @@ class ByteLRU(Generic[V]):
         self.size -= entry.size
 
 
+@dataclass
+class _Flight:
+    task: asyncio.Task[object]
+    waiters: int = 0
+
+
 class SingleFlight:
     """Concurrent calls with the same key share one execution (e.g. the same URL requested by many clients at once).
 
-    The shared work runs in its own task, so a caller that is cancelled does not cancel it for the others.
+    The shared work runs in its own task, so a caller that is cancelled does not cancel it for the others; when the
+    last caller has gone (clients disconnected, deadlines passed), the work is cancelled too, so that nobody's fetch or
+    decode goes on for no one.
     """
 
     def __init__(self) -> None:
-        self._running: dict[Hashable, asyncio.Task[object]] = {}
+        self._running: dict[Hashable, _Flight] = {}
 
     async def run(self, key: Hashable, work: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return (result, shared): ``shared`` is True when another caller's execution was joined."""
-        task = self._running.get(key)
-        shared = task is not None
-        if task is None:
+        flight = self._running.get(key)
+        shared = flight is not None
+        if flight is None:
 
             async def wrapped() -> object:
                 return await work()
 
-            task = asyncio.get_running_loop().create_task(wrapped())
-            self._running[key] = task
-            task.add_done_callback(lambda t: self._done(key, t))
-        result = await asyncio.shield(task)
+            flight = _Flight(asyncio.get_running_loop().create_task(wrapped()))
+            self._running[key] = flight
+            flight.task.add_done_callback(lambda t: self._done(key, t))
+        flight.waiters += 1
+        try:
+            result = await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()  # only reached when this caller was cancelled: the task is not done otherwise
         return result, shared  # type: ignore[return-value]
 
     def _done(self, key: Hashable, task: asyncio.Task[object]) -> None:
-        self._running.pop(key, None)
+        if (flight := self._running.get(key)) is not None and flight.task is task:
+            del self._running[key]
         if not task.cancelled():
             task.exception()  # retrieved: when every caller left, nobody else will (no "never retrieved" noise)

@@ -74,3 +74,13 @@ def test_default_video_size_is_the_processors() -> None:
     assert default_video_frame_size(4, 96, 128, SPEC, "v") == processor_resize(
         num_frames=4, height=96, width=128, temporal_factor=2, factor=32, min_pixels=8192, max_pixels=16 * 256 * 256
     )
+
+
+def test_an_explicit_video_size_cannot_escape_the_total_pixel_ceiling() -> None:
+    frames = 64
+    controls = VideoControls(resized_height=4096, resized_width=4096)
+    h, w = video_frame_size(frames, 480, 640, controls, SPEC, CEIL, "v")
+    assert h * w <= CEIL.video_total_pixels / frames * 2  # the frame's share of the whole video's budget
+    assert frames * h * w <= 2 * CEIL.video_total_pixels  # not 64 × 4096² (3 GB of RGB) as before
+    few = video_frame_size(2, 480, 640, VideoControls(resized_height=256, resized_width=320), SPEC, CEIL, "v")
+    assert few == (256, 320)  # within its share, an explicit size is kept exactly

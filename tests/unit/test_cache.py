@@ -61,3 +61,28 @@ async def test_single_flight_survives_a_cancelled_caller() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert (await second)[0] == "done"
+
+
+async def test_single_flight_stops_the_work_when_every_caller_has_gone() -> None:
+    flights = SingleFlight()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def work() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            stopped.set()
+        return "never"
+
+    callers = [asyncio.create_task(flights.run("k", work)) for _ in range(2)]
+    async with asyncio.timeout(30):
+        await started.wait()
+        callers[0].cancel()
+        await asyncio.sleep(0)
+        assert not stopped.is_set()  # one caller is still waiting for it
+        callers[1].cancel()
+        await stopped.wait()  # the last one gone: the work (a fetch, a decode job) is cancelled
+    for caller in callers:
+        with pytest.raises(asyncio.CancelledError):
+            await caller
