@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -357,11 +356,10 @@ class VllmEngine:
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, _Closed()
         if not isinstance(llm, _Closed):
-            # Blocking (it waits for the engine core process to exit): keep it off the event loop. Dropping our
-            # reference afterwards lets AsyncLLM be collected now rather than during interpreter teardown.
-            await asyncio.to_thread(llm.shutdown)
-            del llm
-            gc.collect()  # AsyncLLM sits in reference cycles; collect it now, not during interpreter teardown
+            await asyncio.to_thread(llm.shutdown)  # blocking: it waits for the engine core process to exit
+            # AsyncLLM.__del__ shuts down again when collected, maybe at exit with its modules gone (a TypeError
+            # traceback on every Ctrl-C): done already, so that second call does nothing.
+            llm.shutdown = lambda *_args, **_kwargs: None
 
 
 class _Closed:
