@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,8 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import wait_until_ready
-from tests.live import free_port
+
+_LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 @dataclass
@@ -45,10 +48,26 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def listening_port(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 300) -> int:
+    """The port a ``--port 0`` server bound, read back from uvicorn's start line (the server picks it: never a port
+    probed here and released, which another process could take in between)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = _LISTENING.search(log_path.read_bytes())
+        if found:
+            return int(found.group(1))
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {process.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server did not start listening")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
-    port = free_port()
-    log_path = tmp / f"server-{port}.log"
+    log_path = tmp / "server.log"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -56,11 +75,11 @@ def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProce
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    args = [sys.executable, "-m", "server", "--port", str(port), "--enforce-eager", "--max-model-len", "4096", *extra]
+    args = [sys.executable, "-m", "server", "--port", "0", "--enforce-eager", "--max-model-len", "4096", *extra]
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
     try:
+        server = ServerProcess(process, f"http://127.0.0.1:{listening_port(process, log_path)}", log_path)
 
         def failure() -> str | None:
             if process.poll() is None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.live import free_port
+from tests.e2e.process import listening_port
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +27,13 @@ HEADER_TIMEOUT_S = 2.0
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    port = free_port()
     log_path = tmp_path_factory.mktemp("front-door") / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-    args = [sys.executable, "-m", "server", "--port", str(port), "--http-header-timeout", str(HEADER_TIMEOUT_S)]
+    args = [sys.executable, "-m", "server", "--port", "0", "--http-header-timeout", str(HEADER_TIMEOUT_S)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
+        port = listening_port(process, log_path)
         deadline = time.monotonic() + 120
         while True:  # /health answers while the engine is still starting
             with contextlib.suppress(httpx.HTTPError):
