@@ -66,7 +66,7 @@ def listening_port(process: subprocess.Popen[bytes], log_path: Path, timeout_s: 
 
 
 @contextlib.contextmanager
-def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProcess]:
+def server_process(tmp: Path, extra: Sequence[str] = (), max_model_len: int = 4096) -> Iterator[ServerProcess]:
     log_path = tmp / "server.log"
     env = {
         **os.environ,
@@ -75,7 +75,8 @@ def server_process(tmp: Path, extra: Sequence[str] = ()) -> Iterator[ServerProce
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    args = [sys.executable, "-m", "server", "--port", "0", "--enforce-eager", "--max-model-len", "4096", *extra]
+    args = [sys.executable, "-m", "server", "--port", "0", "--enforce-eager", "--max-model-len", str(max_model_len)]
+    args += extra
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
