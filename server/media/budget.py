@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from server.engine.base import VisionSpec
 from server.errors import MediaUnsupportedError
+from server.vision import VisionSpec
 
 # qwen-vl-utils' defaults for per-item video controls (tokens per frame), as in its vision_process.py.
 VIDEO_MIN_TOKENS_PER_FRAME = 128

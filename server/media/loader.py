@@ -26,7 +26,6 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from server.config import MediaLimits
-from server.engine.base import VideoInput, VisionSpec
 from server.errors import MediaError, MediaTooLargeError, MediaUnsupportedError
 from server.media.budget import (
     FRAME_FACTOR,
@@ -44,6 +43,7 @@ from server.media.decode import ImageHeader, VideoHeader
 from server.media.fetch import Fetcher, decode_data_url
 from server.media.metrics import MediaMetrics
 from server.media.pool import DecodePool, ImagePlan, VideoPlan
+from server.vision import VideoInput, VisionSpec
 
 T = TypeVar("T")
 
