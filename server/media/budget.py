@@ -18,13 +18,13 @@ from typing import Literal
 import numpy as np
 
 from server.errors import MediaUnsupportedError
+from server.media.decode import FRAME_FACTOR
 from server.vision import VisionSpec
 
 # qwen-vl-utils' defaults for per-item video controls (tokens per frame), as in its vision_process.py.
 VIDEO_MIN_TOKENS_PER_FRAME = 128
 VIDEO_MAX_TOKENS_PER_FRAME = 768
 MAX_ASPECT_RATIO = 200
-FRAME_FACTOR = 2  # Qwen3-VL's temporal patch: videos carry an even number of frames
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from prometheus_client import CollectorRegistry
 from server.config import MediaLimits
 from server.errors import MediaError, MediaTooLargeError, MediaUnsupportedError
 from server.media.budget import (
-    FRAME_FACTOR,
     Ceilings,
     ImageControls,
     VideoControls,
@@ -39,7 +38,7 @@ from server.media.budget import (
     visual_tokens,
 )
 from server.media.cache import ByteLRU, SingleFlight, cache_scope
-from server.media.decode import ImageHeader, VideoHeader
+from server.media.decode import FRAME_FACTOR, ImageHeader, VideoHeader
 from server.media.fetch import Fetcher, decode_data_url
 from server.media.metrics import MediaMetrics
 from server.media.pool import DecodePool, ImagePlan, VideoPlan
@@ -85,7 +84,6 @@ class PreparedVideo:
 class PreparedMedia:
     images: list[PreparedImage]
     videos: list[PreparedVideo]
-    videos_resized: bool
 
     @property
     def items(self) -> list[tuple[str, int]]:
@@ -134,7 +132,7 @@ class MediaLoader:
                 video_task = group.create_task(got_videos)
         except BaseExceptionGroup as group_error:
             raise _first_leaf(group_error) from None
-        return PreparedMedia(images=image_task.result(), videos=video_task.result(), videos_resized=True)
+        return PreparedMedia(images=image_task.result(), videos=video_task.result())
 
     async def _off_loop(self, kind: str, stage: str, fn: Callable[[], T]) -> T:
         def timed() -> T:

@@ -16,13 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import mmap
-import os
-import re
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
@@ -32,25 +26,20 @@ from PIL import Image
 
 from server.errors import (
     EngineUnavailableError,
-    MediaDecodeError,
     MediaError,
     MediaTimeoutError,
     MediaTooLargeError,
-    MediaUnsupportedError,
 )
-from server.media import wire
 from server.media.decode import IMAGE_FORMATS, VIDEO_CONTAINERS, ImageHeader, VideoHeader, sniff
+from server.media.handle import DeathCause, Worker, WorkerDied, WorkerLimits, start_worker
 from server.media.metrics import MediaMetrics
-from server.media.worker import MEMORY_EXIT
+from server.media.replies import death_error, failure, header_or_raise, image_header, video_header
 
 logger = logging.getLogger(__name__)
 
-DeathCause = Literal["crash", "memory", "timeout", "cancelled", "protocol", "exit"]
 H = TypeVar("H")
 P = TypeVar("P")
 R = TypeVar("R")
-_DETAIL = re.compile(r"[A-Za-z0-9_./ -]{0,40}")
-_RELEASE_ABOVE = 8 * 1024 * 1024  # buffers used beyond this give their pages back after the job
 _COPY_IN_THREAD_ABOVE = 4 * 1024 * 1024
 
 
@@ -119,87 +108,17 @@ class DecodeBudget:
                 waiter.set_result(None)
 
 
-class _WorkerDied(Exception):
-    def __init__(self, cause: DeathCause) -> None:
-        super().__init__(cause)
-        self.cause = cause
-
-
-class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process, in_buf: mmap.mmap, out_buf: mmap.mmap) -> None:
-        self.proc = proc
-        self.in_buf = in_buf
-        self.out_buf = out_buf
-        assert proc.stdin is not None and proc.stdout is not None
-        self._writer = proc.stdin
-        self._reader = proc.stdout
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    async def send(self, message: dict[str, Any]) -> None:
-        try:
-            self._writer.write(wire.encode(message))
-            await self._writer.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            raise _WorkerDied(await self._cause()) from exc
-
-    async def receive(self) -> dict[str, Any]:
-        try:
-            size = wire.length(await self._reader.readexactly(4))
-            return wire.decode(await self._reader.readexactly(size))
-        except asyncio.IncompleteReadError as exc:
-            raise _WorkerDied(await self._cause()) from exc
-        except wire.WireError as exc:
-            raise _WorkerDied("protocol") from exc
-
-    async def _cause(self) -> DeathCause:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await self.proc.wait()
-        code = self.proc.returncode
-        if code == MEMORY_EXIT:
-            return "memory"
-        if code is not None and code < 0 and -code != signal.SIGKILL:
-            return "crash"
-        if code == -signal.SIGKILL:
-            return "memory"  # killed from outside while we had not killed it: the kernel's OOM killer
-        return "exit"
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-
-    def release_pages(self, used_in: int, used_out: int) -> None:
-        for buf, used in ((self.in_buf, used_in), (self.out_buf, used_out)):
-            if used > _RELEASE_ABOVE:
-                length = min(len(buf), -(-used // mmap.PAGESIZE) * mmap.PAGESIZE)
-                with contextlib.suppress(OSError):
-                    buf.madvise(mmap.MADV_REMOVE, 0, length)
-
-    def close(self) -> None:
-        self.kill()
-        self._writer.close()  # the subprocess transport closes once its pipes are closed and the process reaped
-        # The shared buffers are unmapped when this object goes (a copy on a thread of a cancelled job may still be
-        # using them: closing them here could pull the pages from under it).
-
-
 class DecodePool:
     def __init__(self, config: PoolConfig, metrics: MediaMetrics) -> None:
         self.config = config
         self.metrics = metrics
         self.budget = DecodeBudget(config.budget_bytes)
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._live: set[_Worker] = set()
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self._live: set[Worker] = set()
         self._starting = 0
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dying: set[_Worker] = set()  # killed, not yet reaped
+        self._dying: set[Worker] = set()  # killed, not yet reaped
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -227,59 +146,22 @@ class DecodePool:
         """The live workers' process ids (for tests and operators)."""
         return sorted(w.pid for w in self._live if w.alive)
 
-    async def _spawn(self) -> _Worker:
+    async def _spawn(self) -> Worker:
         self._starting += 1
         try:
             return await self._spawn_one()
         finally:
             self._starting -= 1
 
-    async def _spawn_one(self) -> _Worker:
+    async def _spawn_one(self) -> Worker:
         cfg = self.config
-        in_fd = os.memfd_create("qwen3vl-media-in", os.MFD_CLOEXEC)
-        out_fd = os.memfd_create("qwen3vl-media-out", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(in_fd, cfg.input_bytes)
-            os.ftruncate(out_fd, cfg.output_bytes)
-            in_buf, out_buf = mmap.mmap(in_fd, cfg.input_bytes), mmap.mmap(out_fd, cfg.output_bytes)
-            settings = {
-                "in_fd": in_fd,
-                "out_fd": out_fd,
-                "in_bytes": cfg.input_bytes,
-                "out_bytes": cfg.output_bytes,
-                "memory_bytes": cfg.memory_bytes,
-                "sandbox": cfg.sandbox,
-            }
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-I",
-                "-m",
-                "server.media.worker",
-                json.dumps(settings),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                pass_fds=(in_fd, out_fd),
-                env=_worker_environment(),
-            )
-        finally:
-            os.close(in_fd)
-            os.close(out_fd)
-        worker = _Worker(proc, in_buf, out_buf)
-        try:
-            async with asyncio.timeout(cfg.start_timeout_s):
-                hello = await worker.receive()
-        except (TimeoutError, _WorkerDied) as exc:
-            worker.close()
-            raise EngineUnavailableError("the media decoders could not start") from exc
-        if cfg.sandbox and not (hello.get("socket_refused") is True and hello.get("open_refused") is True):
-            worker.close()
-            logger.error("a media decode worker started without its sandbox (seccomp); refusing to use it")
-            raise EngineUnavailableError("the media decoders could not be sandboxed")
+        limits = WorkerLimits(cfg.input_bytes, cfg.output_bytes, cfg.memory_bytes, cfg.sandbox, cfg.start_timeout_s)
+        worker = await start_worker(limits)
         self._live.add(worker)
         self.metrics.workers.set(len(self._live))
         return worker
 
-    def _retire(self, worker: _Worker, cause: DeathCause) -> None:
+    def _retire(self, worker: Worker, cause: DeathCause) -> None:
         worker.close()
         self._live.discard(worker)
         self._dying.add(worker)
@@ -291,7 +173,7 @@ class DecodePool:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _replace(self, dead: _Worker) -> None:
+    async def _replace(self, dead: Worker) -> None:
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             await dead.proc.wait()
         self._dying.discard(dead)
@@ -303,11 +185,11 @@ class DecodePool:
             logger.exception("a replacement media decode worker failed to start")
 
     @contextlib.asynccontextmanager
-    async def _borrow(self) -> AsyncIterator[_Worker]:
+    async def _borrow(self) -> AsyncIterator[Worker]:
         worker = await self._acquire()
         try:
             yield worker
-        except _WorkerDied as died:
+        except WorkerDied as died:
             self._retire(worker, died.cause)
             raise
         except TimeoutError:
@@ -325,7 +207,7 @@ class DecodePool:
         else:
             self._idle.put_nowait(worker)
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self) -> Worker:
         while True:
             if self._idle.empty() and len(self._live) + self._starting < self.config.workers:
                 worker = await self._spawn()
@@ -333,7 +215,7 @@ class DecodePool:
                 worker = await self._idle.get()
             if worker.alive:
                 return worker
-            self._retire(worker, await worker._cause())
+            self._retire(worker, await worker.cause())
 
     # --- jobs ----------------------------------------------------------------------------------------------------
 
@@ -352,7 +234,7 @@ class DecodePool:
             return plan.height * plan.width * 3
 
         job: _Job[ImageHeader, ImagePlan, Image.Image] = _Job(
-            "image", {"max_source_pixels": max_source_pixels}, _image_header, choose, estimate, _image_go, size, take
+            "image", {"max_source_pixels": max_source_pixels}, image_header, choose, estimate, _image_go, size, take
         )
         return await self._run(job, data, param)
 
@@ -373,14 +255,14 @@ class DecodePool:
             return header, plan, np.frombuffer(out, np.uint8).reshape(shape).copy()
 
         job: _Job[VideoHeader, VideoPlan, tuple[VideoHeader, VideoPlan, np.ndarray]] = _Job(
-            "video", {}, _video_header, choose, estimate, _video_go, size, take
+            "video", {}, video_header, choose, estimate, _video_go, size, take
         )
         return await self._run(job, data, param)
 
     async def _run(self, job: _Job[H, P, R], data: bytes, param: str) -> R:
         kind = sniff(data)  # the first bytes, read here too: what no worker would decode never reaches one
         if kind not in (IMAGE_FORMATS if job.kind == "image" else VIDEO_CONTAINERS):
-            raise _failure({"error": "unsupported" if kind else "decode_failed", "detail": kind}, job.kind, param)
+            raise failure({"error": "unsupported" if kind else "decode_failed", "detail": kind}, job.kind, param)
         if len(data) > self.config.input_bytes:
             raise MediaTooLargeError(
                 f"{param} is larger than the decoders' limit of {self.config.input_bytes} bytes", param=param
@@ -393,13 +275,13 @@ class DecodePool:
                 raise MediaTimeoutError(
                     f"{param}: decoding took longer than {self.config.job_timeout_s:g} s", param=param
                 ) from exc
-            except _WorkerDied as died:
-                raise _death_error(died.cause, job.kind, param) from died
+            except WorkerDied as died:
+                raise death_error(died.cause, job.kind, param) from died
 
-    async def _converse(self, worker: _Worker, job: _Job[H, P, R], data: bytes, param: str) -> R:
+    async def _converse(self, worker: Worker, job: _Job[H, P, R], data: bytes, param: str) -> R:
         await _off_loop_if_large(len(data), lambda: worker.in_buf.__setitem__(slice(0, len(data)), data))
         await worker.send({"op": job.kind, "size": len(data), **job.extra})
-        header = _header_or_raise(await worker.receive(), job, param)
+        header = header_or_raise(await worker.receive(), job.kind, job.parse, param)
         try:
             plan = job.choose(header)
             expected = job.size(plan)
@@ -417,10 +299,10 @@ class DecodePool:
             answer = await worker.receive()
         self.metrics.budget_bytes.set(self.budget.used)
         if "error" in answer:
-            raise _failure(answer, job.kind, param)
+            raise failure(answer, job.kind, param)
         done = answer.get("done")
         if not isinstance(done, dict) or done.get("bytes") != expected:
-            raise _WorkerDied("protocol")  # the worker must write exactly the grid the server asked for
+            raise WorkerDied("protocol")  # the worker must write exactly the grid the server asked for
 
         def take() -> R:  # the view lives and dies on the thread that copies (a cancelled await leaves it running)
             with memoryview(worker.out_buf) as whole, whole[:expected] as view:
@@ -452,47 +334,6 @@ class _Job(Generic[H, P, R]):
     take: Callable[[H, P, memoryview], R]
 
 
-def _worker_environment() -> dict[str, str]:
-    """No secrets (API keys may sit in the server's environment) and no proxies reach a decoder."""
-    return {"PATH": os.defpath, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _int(value: Any, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _WorkerDied("protocol")
-    return value
-
-
-def _image_header(raw: dict[str, Any]) -> ImageHeader:
-    fmt = raw.get("format")
-    if fmt not in IMAGE_FORMATS:
-        raise _WorkerDied("protocol")
-    return ImageHeader(format=fmt, width=_int(raw.get("width"), 1, 2**31), height=_int(raw.get("height"), 1, 2**31))
-
-
-def _video_header(raw: dict[str, Any]) -> VideoHeader:
-    fps, duration = raw.get("fps"), raw.get("duration")
-    if not isinstance(fps, (int, float)) or not isinstance(duration, (int, float)) or not fps > 0 or duration < 0:
-        raise _WorkerDied("protocol")
-    codec, container = raw.get("codec"), raw.get("container")
-    if not (
-        isinstance(codec, str)
-        and _DETAIL.fullmatch(codec)
-        and isinstance(container, str)
-        and _DETAIL.fullmatch(container)
-    ):
-        raise _WorkerDied("protocol")
-    return VideoHeader(
-        container=container,
-        codec=codec,
-        width=_int(raw.get("width"), 1, 2**31),
-        height=_int(raw.get("height"), 1, 2**31),
-        frames=_int(raw.get("frames"), 0, 2**62),
-        fps=float(fps),
-        duration=float(duration),
-    )
-
-
 def _image_go(plan: ImagePlan) -> dict[str, Any]:
     return {"height": plan.height, "width": plan.width}
 
@@ -504,37 +345,3 @@ def _video_go(plan: VideoPlan) -> dict[str, Any]:
         "width": plan.width,
         "max_decoded_frames": plan.max_decoded_frames,
     }
-
-
-def _header_or_raise(answer: dict[str, Any], job: _Job[H, Any, Any], param: str) -> H:
-    if "error" in answer:
-        raise _failure(answer, job.kind, param)
-    raw = answer.get("header")
-    if not isinstance(raw, dict):
-        raise _WorkerDied("protocol")
-    return job.parse(raw)
-
-
-def _failure(answer: dict[str, Any], kind: str, param: str) -> MediaError:
-    """A worker's refusal, in the server's own words (only a short, checked detail of the worker's is repeated)."""
-    code, detail = answer.get("error"), answer.get("detail")
-    detail = detail if isinstance(detail, str) and _DETAIL.fullmatch(detail) else ""
-    if code == "unsupported":
-        if kind == "image":
-            what = f"image format {detail}" if detail else "this image format"
-            allowed = ", ".join(IMAGE_FORMATS)
-        else:
-            what = f"video {detail}" if detail else "this video format"
-            allowed = "MP4/MOV or Matroska/WebM with H.264, HEVC, VP8, VP9, AV1 or MPEG-4"
-        return MediaUnsupportedError(f"{param}: {what} is not accepted; use {allowed}", param=param)
-    if code == "too_large":
-        return MediaTooLargeError(f"{param} is too large to decode within the server's limits", param=param)
-    return MediaDecodeError(f"{param} is not a decodable {kind}", param=param)
-
-
-def _death_error(cause: DeathCause, kind: str, param: str) -> MediaError:
-    if cause == "memory":
-        return MediaTooLargeError(
-            f"{param} needs more memory to decode than the server's per-decoder limit", param=param
-        )
-    return MediaDecodeError(f"{param}: the decoder failed on this {kind}", param=param)

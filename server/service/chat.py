@@ -143,7 +143,7 @@ class ChatService:
             images=tuple(item.image for item in media.images),
             videos=tuple(item.video for item in media.videos),
             images_resized=True,
-            videos_resized=media.videos_resized,
+            videos_resized=True,  # decoded straight to their grid by the media workers
             visual_items=tuple(media.items),
             image_uuids=tuple(item.uuid for item in media.images),
             video_uuids=tuple(item.uuid for item in media.videos),
