@@ -152,7 +152,7 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
     )
     state.admission = Admission(limits, state.metrics.admission)
     state.engine = engine
-    runner = GenerationRunner(engine, state.admission, state.metrics.generation)
+    runner = state.runner = GenerationRunner(engine, state.admission, state.metrics.generation)
     state.chat = ChatService(runner, media)
     state.completions = CompletionService(runner)
 

@@ -16,6 +16,7 @@ from server.errors import EngineUnavailableError
 from server.service.admission import Admission
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
+from server.service.generation import GenerationRunner
 
 
 @dataclass
@@ -25,6 +26,7 @@ class AppState:
     engine: Engine | None = None
     chat: ChatService | None = None
     completions: CompletionService | None = None
+    runner: GenerationRunner | None = None
     admission: Admission | None = None
     ready: bool = False
     draining: bool = False
@@ -59,6 +61,14 @@ def get_completions(request: Request) -> CompletionService:
     return state.completions
 
 
+def get_runner(request: Request) -> GenerationRunner:
+    state = get_state(request)
+    if state.runner is None:
+        raise EngineUnavailableError("the model is still loading; retry shortly")
+    return state.runner
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 CompletionsDep = Annotated[CompletionService, Depends(get_completions)]
+RunnerDep = Annotated[GenerationRunner, Depends(get_runner)]
