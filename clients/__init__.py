@@ -1,6 +1,7 @@
 """Typed helpers and examples for talking to the server with the openai SDK and curl (never imports server).
 
-``clients.messages`` builds multimodal chat messages, ``clients.grounding`` parses Qwen3-VL's boxes and points, and
+``clients.messages`` builds multimodal chat messages (from ``clients.media``: local media as data URLs, and
+``clients.controls``: the per-item Qwen controls), ``clients.grounding`` parses Qwen3-VL's boxes and points, and
 ``clients.chat_cli`` is the ``qwen3vl-chat`` command (it needs the ``openai`` package; the rest does not).
 """
 
