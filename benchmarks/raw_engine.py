@@ -3,8 +3,8 @@
     python -m benchmarks.raw_engine --model CHECKPOINT --workloads unique-448,text --out raw.json
 
 Run by ``benchmarks.side_by_side`` in a process of its own (one engine alive at a time). The same datasets as the HTTP
-runs (``benchmarks.load.make_dataset``), the same sampling (temperature 0, ``ignore_eos``, the same ``max_tokens``) and
-the same closed-loop concurrency; images are decoded to PIL before the clock starts, as a caller with decoded media
+runs (``benchmarks.datasets.make_dataset``), the same sampling (temperature 0, ``ignore_eos``, the same
+``max_tokens``) and the same closed-loop concurrency; images are decoded to PIL before the clock starts, as a caller with decoded media
 would hand them over. Videos are not driven here (the raw path would need Qwen3-VL's video metadata assembled by hand);
 the video workload compares the two servers only.
 """
@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import RequestRecord, RequestSpec, summarize
+from benchmarks.datasets import RequestSpec
+from benchmarks.report import RequestRecord, summarize
 from benchmarks.workloads import WORKLOADS, Workload
 
 

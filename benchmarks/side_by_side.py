@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.load import run_load
+from benchmarks.runner import run_load
 from benchmarks.workloads import WORKLOADS, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,7 +339,7 @@ def _versions() -> dict[str, str]:
 
 def tiny_checkpoint() -> str:
     """The embedded demo checkpoint, built (or found in its cache) by the server's own command, in a subprocess."""
-    code = "from server.models.tiny import cached_checkpoint; print(cached_checkpoint())"
+    code = "from offline.tiny import cached_checkpoint; print(cached_checkpoint())"
     done = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=_env(), cwd=ROOT
     )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from benchmarks.load import RequestSpec, make_dataset
+from benchmarks.datasets import RequestSpec, make_dataset
 
 
 @dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # a benchmarks.load dataset kind
+    kind: str  # a benchmarks.datasets kind
     requests: int = 160
     output_len: int = 16
     image_size: tuple[int, int] = (448, 448)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,19 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.datasets import image_dimensions
-from benchmarks.load import (
-    LoadResult,
-    RequestRecord,
-    RequestSpec,
-    SSEDecoder,
-    StreamState,
-    arrival_offsets,
-    make_dataset,
-    run_load,
-    summarize,
-)
-from benchmarks.report import meets_slo, parse_slo, percentile, stats_ms
+from benchmarks import load
+from benchmarks.datasets import RequestSpec, image_dimensions, make_dataset
+from benchmarks.report import RequestRecord, meets_slo, parse_slo, percentile, stats_ms, summarize
+from benchmarks.runner import LoadResult, arrival_offsets, run_load
+from benchmarks.stream import SSEDecoder, StreamState
 
 
 def _decode_data_url(url: str) -> bytes:
@@ -334,6 +327,29 @@ def test_run_load_sends_streamed_greedy_requests_and_records_errors(monkeypatch:
     body = seen[0]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["temperature"] == 0 and body["ignore_eos"] is True and body["max_tokens"] == 4
+
+
+def test_the_command_sweeps_and_writes_its_result_document(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    transport = _mock_server(seen)
+    real_client = httpx.AsyncClient
+
+    def client(**kwargs: Any) -> httpx.AsyncClient:
+        kwargs.pop("limits", None)
+        return real_client(transport=transport, **kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", client)
+    argv = ["--url", "http://test", "--model", "m", "--dataset", "text", "--num-requests", "3", "--output-len", "2"]
+    argv += ["--sweep-concurrency", "1,2", "--warmup", "1", "--no-progress", "--out", str(tmp_path)]
+    assert load.main(argv) == 0
+    report = json.loads((tmp_path / "result.json").read_text())
+    assert report["command"] == "python -m benchmarks.load " + " ".join(argv)
+    assert [p["concurrency"] for p in report["points"]] == [1, 2] and [p["seed"] for p in report["points"]] == [0, 1]
+    assert all(p["summary"]["completed"] == 3 and len(p["records"]) == 3 for p in report["points"])
+    assert report["dataset"]["kind"] == "text" and report["load"]["warmup"] == 1
+    assert report["plots"] == ["latency_cdf.png", "throughput.png"]
+    assert all((tmp_path / name).stat().st_size > 0 for name in report["plots"])
+    assert len(seen) == 1 + 2 * 3  # the warm-up request, then every point's requests
 
 
 # --- open-loop schedule -------------------------------------------------------------------------------------------------
