@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from server.api.generation import respond
-from server.api.state import ChatDep, StateDep
+from server.api.respond import respond
+from server.api.state import ChatDep, RunnerDep, StateDep
 from server.schemas.chat import ChatCompletionRequest
 from server.schemas.chat_response import ChatCompletion, ChatCompletionChunk
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
@@ -29,6 +27,11 @@ router = APIRouter()
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, response: Response, chat: ChatDep, state: StateDep
+    body: ChatCompletionRequest,
+    request: Request,
+    response: Response,
+    chat: ChatDep,
+    runner: RunnerDep,
+    state: StateDep,
 ) -> ChatCompletion | StreamingResponse:
-    return await respond(request, response, state, body, partial(chat.complete, body), partial(chat.open_stream, body))
+    return await respond(request, response, state, runner, body, chat.job(body))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from server.api.generation import respond
-from server.api.state import CompletionsDep, StateDep
+from server.api.respond import respond
+from server.api.state import CompletionsDep, RunnerDep, StateDep
 from server.schemas.completions import Completion, CompletionChunk, CompletionRequest
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
 
@@ -28,8 +26,11 @@ router = APIRouter()
     },
 )
 async def completions(
-    body: CompletionRequest, request: Request, response: Response, service: CompletionsDep, state: StateDep
+    body: CompletionRequest,
+    request: Request,
+    response: Response,
+    service: CompletionsDep,
+    runner: RunnerDep,
+    state: StateDep,
 ) -> Completion | StreamingResponse:
-    return await respond(
-        request, response, state, body, partial(service.complete, body), partial(service.open_stream, body)
-    )
+    return await respond(request, response, state, runner, body, service.job(body))

@@ -20,7 +20,7 @@ from server.errors import MediaError, ServerError
 from server.media.metrics import MediaMetrics
 from server.schemas.openapi import GUARD_ERRORS, error_responses
 from server.service.admission import AdmissionMetrics
-from server.service.timing import GenerationMetrics
+from server.service.metrics import GenerationMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 

@@ -16,7 +16,7 @@ from server.errors import EngineUnavailableError
 from server.service.admission import Admission
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
-from server.service.generation import GenerationRunner
+from server.service.runner import GenerationRunner
 
 
 @dataclass

@@ -1,14 +1,15 @@
-"""Chat completions: build the engine request (media, prompt, output options) and shape OpenAI chat responses."""
+"""Chat completions as a job: checked before any work, prepared (media, prompt, output options), shaped as OpenAI's
+chat chunks or a whole ``ChatCompletion`` from the same applied steps."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from server.engine.base import ChoiceDelta, EngineRequest, OutputSpec, TokenLogprob
+from server.engine.base import Engine, EngineRequest, OutputSpec, TokenLogprob
 from server.errors import ContextLengthError, describe_items
 from server.media.loader import MediaLoader, PreparedMedia
 from server.schemas.chat import ChatCompletionRequest
@@ -28,18 +29,11 @@ from server.schemas.chat_response import ToolCallDelta as ToolCallDeltaOut
 from server.schemas.chat_response import TopLogprob as TopLogprobOut
 from server.schemas.common import Usage
 from server.schemas.tools import ToolCall, ToolCallFunction
+from server.service.choices import ChoiceState, Piece
 from server.service.cost import estimate_cost
-from server.service.generation import (
-    ChoiceState,
-    GenerationRunner,
-    OpenStream,
-    Started,
-    keep_allowed_calls,
-    require_finished,
-    sampling_spec,
-)
+from server.service.jobs import sampling_spec
 from server.service.prompt import Conversation, build_conversation
-from server.service.timing import Timings
+from server.service.runner import GenerationRunner
 
 
 def _check_visual_budget(media: PreparedMedia, max_tokens: int | None, max_model_len: int) -> None:
@@ -113,33 +107,52 @@ def _choice(req: ChatCompletionRequest, output: OutputSpec, state: ChoiceState) 
 
 
 class ChatService:
+    """Turns a chat request into a job, checking everything that needs no work first."""
+
     def __init__(self, runner: GenerationRunner, media: MediaLoader) -> None:
         self._runner = runner
         self._engine = runner.engine
         self._media = media
 
-    def plan(self, req: ChatCompletionRequest) -> tuple[Conversation, int]:
-        """Everything decided before any work: the model, the media counts, the request's estimated cost."""
+    def job(self, req: ChatCompletionRequest) -> ChatJob:
+        """The model, the media counts and the request's estimated cost, decided before any work."""
         self._runner.check_model(req.model)
         conversation = build_conversation(req.messages, self._media.limits)
         cost = estimate_cost(conversation, req.completion_limit, self._engine.model, self._media.ceilings)
-        return conversation, cost
+        return ChatJob(req, conversation, cost, self._engine, self._media)
 
-    async def prepare(self, req: ChatCompletionRequest, conversation: Conversation, request_id: str) -> EngineRequest:
-        model = self._engine.model
-        media = await self._media.load(conversation.images, conversation.videos, model.vision)
-        _check_visual_budget(media, req.completion_limit, model.max_model_len)
-        spec = output_spec(req)
-        template_kwargs: dict[str, Any] = dict(spec.chat_template_kwargs)
-        if spec.tools and spec.tool_choice != "none":
+
+@dataclass
+class ChatJob:
+    """One checked chat request: how to prepare it and how to shape its chunks and its whole answer."""
+
+    req: ChatCompletionRequest
+    conversation: Conversation
+    cost: int
+    engine: Engine
+    media: MediaLoader
+    request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    output: OutputSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = output_spec(self.req)
+
+    async def prepare(self) -> EngineRequest:
+        model = self.engine.model
+        media = await self.media.load(self.conversation.images, self.conversation.videos, model.vision)
+        _check_visual_budget(media, self.req.completion_limit, model.max_model_len)
+        template_kwargs: dict[str, Any] = dict(self.output.chat_template_kwargs)
+        if self.output.tools and self.output.tool_choice != "none":
             # tool_choice none: the model is not shown the tools at all (it cannot be tempted to call one).
-            template_kwargs["tools"] = [dict(tool) for tool in spec.tools]
-        prompt = self._engine.render_prompt(conversation.messages, **template_kwargs)
+            template_kwargs["tools"] = [dict(tool) for tool in self.output.tools]
+        prompt = self.engine.render_prompt(self.conversation.messages, **template_kwargs)
+        req = self.req
         return EngineRequest(
-            request_id=request_id,
+            request_id=self.request_id,
             prompt=prompt,
             sampling=sampling_spec(req, (req.top_logprobs or 0) if req.logprobs else None),
-            output=spec,
+            output=self.output,
             images=tuple(item.image for item in media.images),
             videos=tuple(item.video for item in media.videos),
             images_resized=True,
@@ -149,100 +162,65 @@ class ChatService:
             video_uuids=tuple(item.uuid for item in media.videos),
         )
 
-    async def complete(
-        self, req: ChatCompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
-    ) -> ChatCompletion:
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        conversation, cost = self.plan(req)
-
-        async def prepare() -> EngineRequest:
-            return await self.prepare(req, conversation, request_id)
-
-        done = await self._runner.run(prepare, cost, timeout_s, timings or Timings())
-        return ChatCompletion(
-            id=request_id,
-            created=created,
-            model=self._engine.model.name,
-            choices=[_choice(req, done.request.output, c) for c in done.choices],
-            usage=done.usage,
-        )
-
-    async def open_stream(
-        self, req: ChatCompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
-    ) -> OpenStream[ChatCompletionChunk]:
-        """Start the request (early errors are plain HTTP errors), then stream its chunks."""
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        conversation, cost = self.plan(req)
-
-        async def prepare() -> EngineRequest:
-            return await self.prepare(req, conversation, request_id)
-
-        started = await self._runner.start(prepare, cost, timeout_s, timings or Timings())
-        stream = _ChunkStream(req, request_id, self._engine.model.name, started)
-        return OpenStream(chunks=stream.chunks(), aclose=started.aclose)
-
-
-class _ChunkStream:
-    def __init__(self, req: ChatCompletionRequest, request_id: str, model: str, started: Started) -> None:
-        self._req = req
-        self._started = started
-        self._output = started.request.output
-        self._id = request_id
-        self._model = model
-        self._created = int(time.time())
-        self._include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        self._choices = started.choices
-
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=self._id, created=self._created, model=self._model, choices=choices, usage=usage)
+        model = self.engine.model.name
+        return ChatCompletionChunk(id=self.request_id, created=self.created, model=model, choices=choices, usage=usage)
 
-    async def chunks(self) -> AsyncIterator[ChatCompletionChunk]:
-        async with contextlib.aclosing(self._started.steps()) as steps:
-            yield self._chunk(
-                [ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in self._choices]
-            )
-            async for step in steps:
-                out = [choice for delta in step.choices if (choice := self._chunk_choice(delta)) is not None]
-                if out:
-                    yield self._chunk(out)
-        require_finished(self._choices)
-        if self._include_usage:
-            yield self._chunk([], self._started.usage())
+    def opening(self, choices: Sequence[ChoiceState]) -> Iterable[ChatCompletionChunk]:
+        yield self._chunk([ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in choices])
 
-    def _chunk_choice(self, delta: ChoiceDelta) -> ChunkChoice | None:
-        state = self._choices[delta.index]
-        delta = keep_allowed_calls(delta, self._output)
-        known = set(state.tool_calls)
-        state.add(delta)
-        calls: list[ToolCallDeltaOut] = []
-        for call in delta.tool_calls:
-            # id, type and name go on a call's first piece only, even when one step holds several of its pieces.
-            first = call.index not in known
-            known.add(call.index)
-            current = state.tool_calls[call.index]
-            calls.append(
-                ToolCallDeltaOut(
-                    index=call.index,
-                    id=current.id if first else None,
-                    type="function" if first else None,
-                    function=ToolCallFunctionDelta(
-                        name=current.name if first else None,
-                        arguments=call.arguments if call.arguments or first else None,
-                    ),
-                )
-            )
-        reason = None
-        if delta.finish_reason is not None:
-            reason = _openai_reason(delta.finish_reason, self._output, bool(state.tool_calls))
-        logprobs = _logprobs_out(self._req, delta.logprobs) if delta.logprobs else None
-        if not (delta.content or delta.reasoning or calls or reason or logprobs):
-            return None
-        return ChunkChoice(
-            index=delta.index,
-            delta=Delta(
-                content=delta.content or None, reasoning_content=delta.reasoning or None, tool_calls=calls or None
-            ),
-            finish_reason=reason,
-            logprobs=logprobs,
+    def chunk(self, pieces: Sequence[Piece]) -> ChatCompletionChunk | None:
+        out = [choice for piece in pieces if (choice := _chunk_choice(self.req, self.output, piece)) is not None]
+        return self._chunk(out) if out else None
+
+    def closing(self, usage: Usage) -> Iterable[ChatCompletionChunk]:
+        if self.req.stream_options and self.req.stream_options.include_usage:
+            yield self._chunk([], usage)
+
+    def answer(self, choices: Sequence[ChoiceState], usage: Usage) -> ChatCompletion:
+        return ChatCompletion(
+            id=self.request_id,
+            created=self.created,
+            model=self.engine.model.name,
+            choices=[_choice(self.req, self.output, c) for c in choices],
+            usage=usage,
         )
+
+
+def _call_pieces(piece: Piece) -> list[ToolCallDeltaOut]:
+    """id, type and name go on a call's first piece only, even when one step holds several of its pieces."""
+    calls: list[ToolCallDeltaOut] = []
+    first_seen: set[int] = set()
+    for call in piece.delta.tool_calls:
+        first = call.index in piece.new_calls and call.index not in first_seen
+        first_seen.add(call.index)
+        current = piece.choice.tool_calls[call.index]
+        calls.append(
+            ToolCallDeltaOut(
+                index=call.index,
+                id=current.id if first else None,
+                type="function" if first else None,
+                function=ToolCallFunctionDelta(
+                    name=current.name if first else None,
+                    arguments=call.arguments if call.arguments or first else None,
+                ),
+            )
+        )
+    return calls
+
+
+def _chunk_choice(req: ChatCompletionRequest, output: OutputSpec, piece: Piece) -> ChunkChoice | None:
+    delta = piece.delta
+    calls = _call_pieces(piece)
+    reason = None
+    if delta.finish_reason is not None:
+        reason = _openai_reason(delta.finish_reason, output, bool(piece.choice.tool_calls))
+    logprobs = _logprobs_out(req, delta.logprobs) if delta.logprobs else None
+    if not (delta.content or delta.reasoning or calls or reason or logprobs):
+        return None
+    return ChunkChoice(
+        index=delta.index,
+        delta=Delta(content=delta.content or None, reasoning_content=delta.reasoning or None, tool_calls=calls or None),
+        finish_reason=reason,
+        logprobs=logprobs,
+    )

@@ -1,16 +1,18 @@
-"""Text completions: a raw prompt, sent to the engine as written (no chat template, no output parsing)."""
+"""Text completions as a job: a raw prompt, sent to the engine as written (no chat template, no output parsing),
+shaped as OpenAI's legacy completion chunks or a whole ``Completion``."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
-from server.engine.base import ChoiceDelta, EngineRequest, OutputSpec, TokenLogprob
+from server.engine.base import EngineRequest, OutputSpec, TokenLogprob
 from server.errors import InvalidRequestError
 from server.media.budget import Ceilings
+from server.schemas.common import Usage
 from server.schemas.completions import (
     Completion,
     CompletionChoice,
@@ -19,17 +21,11 @@ from server.schemas.completions import (
     CompletionLogprobs,
     CompletionRequest,
 )
+from server.service.choices import ChoiceState, Piece
 from server.service.cost import estimate_cost
-from server.service.generation import (
-    ChoiceState,
-    GenerationRunner,
-    OpenStream,
-    Started,
-    require_finished,
-    sampling_spec,
-)
+from server.service.jobs import sampling_spec
 from server.service.prompt import VISION_TOKENS, Conversation, special_tokens
-from server.service.timing import Timings
+from server.service.runner import GenerationRunner
 
 # A raw prompt may spell Qwen's role markers (that is what raw prompting is for), but not its vision placeholders: no
 # media can come with a text completion, and a placeholder without its media breaks the processor.
@@ -72,77 +68,54 @@ def _logprobs(items: Sequence[TokenLogprob], offset: int) -> CompletionLogprobs:
 
 
 class CompletionService:
+    """Turns a text-completion request into a job, checking everything that needs no work first."""
+
     def __init__(self, runner: GenerationRunner) -> None:
         self._runner = runner
         self._engine = runner.engine
 
-    def plan(self, req: CompletionRequest) -> int:
-        """Checks before any work; returns the request's estimated token cost for admission."""
+    def job(self, req: CompletionRequest) -> CompletionJob:
         self._runner.check_model(req.model)
         _check_prompt(req.text)
         text = Conversation(messages=[{"content": req.text}], images=[], videos=[])
-        return estimate_cost(text, req.max_tokens, self._engine.model, NO_MEDIA)
+        cost = estimate_cost(text, req.max_tokens, self._engine.model, NO_MEDIA)
+        return CompletionJob(req, cost, self._engine.model.name)
 
-    def _request(self, req: CompletionRequest, request_id: str) -> EngineRequest:
+
+@dataclass
+class CompletionJob:
+    """One checked text-completion request: its engine request, its chunks and its whole answer."""
+
+    req: CompletionRequest
+    cost: int
+    model: str
+    request_id: str = field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    async def prepare(self) -> EngineRequest:
         return EngineRequest(
-            request_id=request_id,
-            prompt=req.text,
-            sampling=sampling_spec(req, req.logprobs),
+            request_id=self.request_id,
+            prompt=self.req.text,
+            sampling=sampling_spec(self.req, self.req.logprobs),
             output=OutputSpec(parse=False),
             prompt_param="prompt",
         )
 
-    async def complete(
-        self, req: CompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
-    ) -> Completion:
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        cost = self.plan(req)
+    def _chunk(self, choices: list[CompletionChunkChoice], usage: Usage | None = None) -> CompletionChunk:
+        return CompletionChunk(id=self.request_id, created=self.created, model=self.model, choices=choices, usage=usage)
 
-        async def prepare() -> EngineRequest:
-            return self._request(req, request_id)
+    def opening(self, choices: Sequence[ChoiceState]) -> Iterable[CompletionChunk]:
+        return ()
 
-        done = await self._runner.run(prepare, cost, timeout_s, timings or Timings())
-        choices = [
-            CompletionChoice(
-                index=state.index,
-                text="".join(state.content),
-                finish_reason=_reason(state),
-                logprobs=_logprobs(state.logprobs, 0) if req.logprobs is not None else None,
-            )
-            for state in done.choices
-        ]
-        return Completion(
-            id=request_id, created=created, model=self._engine.model.name, choices=choices, usage=done.usage
-        )
+    def chunk(self, pieces: Sequence[Piece]) -> CompletionChunk | None:
+        out = [choice for piece in pieces if (choice := self._piece(piece)) is not None]
+        return self._chunk(out) if out else None
 
-    async def open_stream(
-        self, req: CompletionRequest, timeout_s: float | None = None, timings: Timings | None = None
-    ) -> OpenStream[CompletionChunk]:
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        cost = self.plan(req)
-
-        async def prepare() -> EngineRequest:
-            return self._request(req, request_id)
-
-        started = await self._runner.start(prepare, cost, timeout_s, timings or Timings())
-        return OpenStream(_chunks(req, request_id, self._engine.model.name, started), started.aclose)
-
-
-async def _chunks(
-    req: CompletionRequest, request_id: str, model: str, started: Started
-) -> AsyncIterator[CompletionChunk]:
-    created = int(time.time())
-
-    def chunk(choices: list[CompletionChunkChoice]) -> CompletionChunk:
-        return CompletionChunk(id=request_id, created=created, model=model, choices=choices)
-
-    def piece(delta: ChoiceDelta) -> CompletionChunkChoice | None:
-        state = started.choices[delta.index]
-        offset = sum(len(item.token) for item in state.logprobs)
-        state.add(delta)
-        reason = _reason(state) if delta.finish_reason is not None else None
-        logprobs = _logprobs(delta.logprobs, offset) if req.logprobs is not None and delta.logprobs else None
+    def _piece(self, piece: Piece) -> CompletionChunkChoice | None:
+        delta = piece.delta
+        reason = _reason(piece.choice) if delta.finish_reason is not None else None
+        wanted = self.req.logprobs is not None and delta.logprobs
+        logprobs = _logprobs(delta.logprobs, piece.logprob_offset) if wanted else None
         # A token that ends inside a UTF-8 character has no text yet, but its logprob is still reported.
         if not (delta.content or reason or logprobs):
             return None
@@ -150,11 +123,18 @@ async def _chunks(
             index=delta.index, text=delta.content or "", finish_reason=reason, logprobs=logprobs
         )
 
-    async with contextlib.aclosing(started.steps()) as steps:
-        async for step in steps:
-            out = [choice for delta in step.choices if (choice := piece(delta)) is not None]
-            if out:
-                yield chunk(out)
-    require_finished(started.choices)
-    if req.stream_options and req.stream_options.include_usage:
-        yield CompletionChunk(id=request_id, created=created, model=model, choices=[], usage=started.usage())
+    def closing(self, usage: Usage) -> Iterable[CompletionChunk]:
+        if self.req.stream_options and self.req.stream_options.include_usage:
+            yield self._chunk([], usage)
+
+    def answer(self, choices: Sequence[ChoiceState], usage: Usage) -> Completion:
+        out = [
+            CompletionChoice(
+                index=state.index,
+                text="".join(state.content),
+                finish_reason=_reason(state),
+                logprobs=_logprobs(state.logprobs, 0) if self.req.logprobs is not None else None,
+            )
+            for state in choices
+        ]
+        return Completion(id=self.request_id, created=self.created, model=self.model, choices=out, usage=usage)

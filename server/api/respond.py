@@ -1,4 +1,5 @@
-"""What the generating routes share: the request deadline, cancelling on disconnect, and the SSE response.
+"""What the generating routes share: hand the API's job to the runner, and answer with the whole answer or its SSE
+stream. The request deadline, cancelling on disconnect and the response headers are decided here, once.
 
 A client that disconnects cancels its work, streaming or not, whether it is waiting for admission, fetching media or
 generating: the engine request is aborted. ``X-Request-Timeout`` (seconds) may shorten the server's deadline.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -20,7 +21,8 @@ from server.api import sse
 from server.api.state import AppState
 from server.errors import ClientDisconnectedError, InvalidRequestError
 from server.schemas.common import CompletionBase
-from server.service.generation import OpenStream
+from server.service.jobs import Job
+from server.service.runner import GenerationRunner
 from server.service.timing import Timings
 
 logger = logging.getLogger(__name__)
@@ -64,33 +66,31 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
             task.cancel()
 
 
-Run = Callable[[float | None, Timings], Coroutine[Any, Any, T]]
-
-
 async def respond(
     request: Request,
     response: Response,
     state: AppState,
+    runner: GenerationRunner,
     body: CompletionBase,
-    complete: Run[T],
-    open_stream: Run[OpenStream[Any]],
+    job: Job[Any, T],
 ) -> T | StreamingResponse:
-    """A generating route: the whole answer (with its Server-Timing), or server-sent events of chunks."""
+    """A generating route: the whole answer (with its Server-Timing), or server-sent events of chunks. Both are the
+    runner's one stream of the job; a stream starts (first token) before its headers leave, so early errors are plain
+    HTTP errors."""
     if body.ignored_fields:
         logger.info("ignored unknown request fields: %s", ", ".join(name[:64] for name in body.ignored_fields[:20]))
     timeout = request_timeout(request, state.settings.request_timeout)
     timings = Timings()
     request.state.timings = timings  # read by the access log
     if not body.stream:
-        answer = await until_disconnected(request, complete(timeout, timings))
+        answer = await until_disconnected(request, runner.collect(job, timeout, timings))
         response.headers["Server-Timing"] = timings.server_timing()
         return answer
-    stream = await until_disconnected(request, open_stream(timeout, timings))
-    chunks: Any = stream.chunks  # an AsyncIterator of pydantic models
+    run = await until_disconnected(request, runner.start(job, timeout, timings))
     return StreamingResponse(
-        sse.encode(chunks, on_error=state.metrics.count_error),
+        sse.encode(run.chunks(), on_error=state.metrics.count_error),
         media_type="text/event-stream",
         # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},
-        background=BackgroundTask(stream.aclose),
+        background=BackgroundTask(run.aclose),
     )
