@@ -4,9 +4,9 @@
 
 Run by ``benchmarks.side_by_side`` in a process of its own (one engine alive at a time). The same datasets as the HTTP
 runs (``benchmarks.datasets.make_dataset``), the same sampling (temperature 0, ``ignore_eos``, the same
-``max_tokens``) and the same closed-loop concurrency; images are decoded to PIL before the clock starts, as a caller with decoded media
-would hand them over. Videos are not driven here (the raw path would need Qwen3-VL's video metadata assembled by hand);
-the video workload compares the two servers only.
+``max_tokens``) and the same closed-loop concurrency; images are decoded to PIL before the clock starts, as a caller
+with decoded media would hand them over. Videos are not driven here (the raw path would need Qwen3-VL's video metadata
+assembled by hand); the video workload compares the two servers only.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ async def run(model: str, workloads: Sequence[Workload], concurrency: int) -> di
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from benchmarks.side_by_side import ENGINE
+    from benchmarks.targets import ENGINE
 
     llm = AsyncLLM.from_engine_args(AsyncEngineArgs(model=model, **ENGINE))
     processor = AutoProcessor.from_pretrained(model)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.side_by_side import ENGINE, engine_flags, median_runs, plot, server_command, table
+from benchmarks.side_by_side_report import median_runs, plot, table
+from benchmarks.targets import ENGINE, engine_flags, listening_port, server_command
 from benchmarks.workloads import WORKLOADS
 
 
@@ -53,3 +57,34 @@ def test_the_median_run_is_reported_whole() -> None:
     runs = [{"text": summary(r, ttft=r * 10)} for r in (30.0, 10.0, 20.0)]
     assert median_runs(runs)["text"] == summary(20.0, ttft=200)
     assert median_runs(runs[:2])["text"]["request_throughput"] == 10.0  # even count: the lower of the two middles
+
+
+def test_servers_start_on_port_zero_and_ours_reports_its_port_in_the_log(tmp_path: Path) -> None:
+    for target in ("vllm", "ours"):
+        command = server_command(target, "/ckpt")
+        assert command[command.index("--port") + 1] == "0"
+    log = tmp_path / "ours.log"
+    log.write_bytes(b"INFO:     Waiting for application startup.\n")
+    assert listening_port("ours", os.getpid(), log) is None
+    log.write_bytes(b"INFO:     Uvicorn running on http://127.0.0.1:43117 (Press CTRL+C to quit)\n")
+    assert listening_port("ours", os.getpid(), log) == 43117
+
+
+def test_vllms_port_is_read_from_its_listening_socket_once_it_listens(tmp_path: Path) -> None:
+    # vLLM binds its socket early and listens only once the engine is up: a bound socket is not a port yet.
+    code = (
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1], flush=True); "
+        "sys.stdin.readline(); s.listen(); print('listening', flush=True); sys.stdin.readline()"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdin is not None and child.stdout is not None
+        port = int(child.stdout.readline())
+        assert listening_port("vllm", child.pid, tmp_path / "unused.log") is None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "listening"
+        assert listening_port("vllm", child.pid, tmp_path / "unused.log") == port
+    finally:
+        child.kill()
+        child.wait()
