@@ -292,7 +292,7 @@ def format_table(
     return "\n".join(lines)
 
 
-def compare_main(argv: Sequence[str]) -> int:
+def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peer compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -309,7 +309,42 @@ def compare_main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="peer/ours pairs, alternating; medians are compared")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/peer-<timestamp>/")
-    opts = parser.parse_args(list(argv))
+    return parser
+
+
+def compare_document(
+    argv: Sequence[str],
+    opts: argparse.Namespace,
+    runs: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    commands: list[str],
+    checks: dict[str, Any],
+) -> dict[str, Any]:
+    """What ``compare.json`` holds: the command and load, the peer's commands, both sides' runs and the checks."""
+    peer_runs, our_runs = runs
+    return {
+        "command": "python -m benchmarks.peer compare " + shlex.join(argv),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "server_url": opts.url,
+        "model": opts.model,
+        "load": {
+            "num_requests": opts.num_requests,
+            "concurrency": opts.concurrency,
+            "input_len": opts.input_len,
+            "output_len": opts.output_len,
+            "image_size": list(opts.image_size),
+            "repeats": opts.repeats,
+        },
+        "peer_commands": commands,
+        "throughput_tolerance": THROUGHPUT_TOLERANCE,
+        "peer": peer_runs,
+        "ours": our_runs,
+        "checks": checks,
+        "agree": all(c["ok"] for c in checks.values()),
+    }
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    opts = compare_parser().parse_args(list(argv))
     size = opts.image_size.lower()
     opts.image_size = (0, 0) if size in ("0", "none") else tuple(int(v) for v in size.partition("x")[::2])
     out: Path = opts.out or RESULTS / f"peer-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -330,32 +365,11 @@ def compare_main(argv: Sequence[str]) -> int:
         )
     expected = {"completed": opts.num_requests, "total_output_tokens": opts.num_requests * opts.output_len}
     checks = compare(peer_runs, our_runs, expected)
-    table = format_table(peer_runs, our_runs, checks)
-    ok = all(c["ok"] for c in checks.values())
-    report = {
-        "command": "python -m benchmarks.peer compare " + shlex.join(argv),
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "server_url": opts.url,
-        "model": opts.model,
-        "load": {
-            "num_requests": opts.num_requests,
-            "concurrency": opts.concurrency,
-            "input_len": opts.input_len,
-            "output_len": opts.output_len,
-            "image_size": list(opts.image_size),
-            "repeats": opts.repeats,
-        },
-        "peer_commands": commands,
-        "throughput_tolerance": THROUGHPUT_TOLERANCE,
-        "peer": peer_runs,
-        "ours": our_runs,
-        "checks": checks,
-        "agree": ok,
-    }
+    report = compare_document(argv, opts, (peer_runs, our_runs), commands, checks)
     (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(table)
-    print(f"{'agree' if ok else 'DISAGREE'}; wrote {out}/compare.json")
-    return 0 if ok else 1
+    print(format_table(peer_runs, our_runs, checks))
+    print(f"{'agree' if report['agree'] else 'DISAGREE'}; wrote {out}/compare.json")
+    return 0 if report["agree"] else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
