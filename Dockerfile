@@ -40,6 +40,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     python -m pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY server ./server
+COPY offline ./offline
 COPY clients ./clients
 COPY benchmarks ./benchmarks
 COPY deploy/cpu/postinstall.py ./deploy/cpu/postinstall.py
@@ -55,7 +56,7 @@ ENV QWEN3VL_CACHE_DIR=/opt/qwen3vl-server/cache \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
 # -P: import the installed package (whose files the fingerprint hashes), not /src.
-RUN python -P -c "import os, pathlib; from server.models.tiny import cached_checkpoint; \
+RUN python -P -c "import os, pathlib; from offline.tiny import cached_checkpoint; \
 root = pathlib.Path(os.environ['QWEN3VL_CACHE_DIR']); print(cached_checkpoint(root), cached_checkpoint(root, moe=True))"
 
 FROM cpu-base AS cpu
@@ -121,6 +122,7 @@ WORKDIR /src
 RUN python3 -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY server ./server
+COPY offline ./offline
 COPY clients ./clients
 COPY benchmarks ./benchmarks
 # vllm==0.32.0 (the `gpu` extra; PyAV and pyseccomp are base dependencies) from PyPI; vllm brings torch 2.13.0 built for CUDA 13.0.

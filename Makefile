@@ -41,14 +41,14 @@ $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION):
 	touch $@
 
 tiny-model: setup
-	$(CPU_ENV) $(PY) -c "from server.models.tiny import cached_checkpoint; print(cached_checkpoint())"
+	$(CPU_ENV) $(PY) -c "from offline.tiny import cached_checkpoint; print(cached_checkpoint())"
 
 serve: setup tiny-model
 	$(CPU_ENV) $(PY) -m server --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL)) $(SERVE_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check server clients benchmarks tests deploy
-	$(VENV)/bin/ruff format --check server clients benchmarks tests deploy
+	$(VENV)/bin/ruff check server offline clients benchmarks tests deploy
+	$(VENV)/bin/ruff format --check server offline clients benchmarks tests deploy
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -180,8 +180,8 @@ async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -
 
 
 def _start_vllm(settings: Settings) -> Engine:
+    from offline import tiny
     from server.engine.vllm import VllmEngine
-    from server.models import tiny
 
     if settings.model is None:
         path = tiny.cached_checkpoint(settings.cache_dir, moe=settings.tiny_moe, thinking=settings.tiny_thinking)
@@ -199,7 +199,7 @@ def _start_vllm(settings: Settings) -> Engine:
 
 def _default_name(model: str, *, is_demo: bool, settings: Settings) -> str:
     if is_demo:
-        from server.models.tiny import TinySpec
+        from offline.tiny import TinySpec
 
         return TinySpec(moe=settings.tiny_moe, thinking=settings.tiny_thinking).name
     local = Path(model)

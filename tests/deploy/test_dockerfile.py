@@ -511,7 +511,9 @@ def test_cpu_image_ships_the_tiny_checkpoint_where_the_server_looks(dockerfile: 
         for run in stage.all("RUN")
         if "cached_checkpoint" in run.args
     ]
-    assert len(builders) == 1, "the tiny checkpoint is built at image build time, by the server's own cache function"
+    assert len(builders) == 1, (
+        "the tiny checkpoint is built at image build time, by offline.tiny's cache function (the one the server uses)"
+    )
     stage, run = builders[0]
     assert dockerfile.env(stage)["QWEN3VL_CACHE_DIR"] == cache_dir
     assert "QWEN3VL_CACHE_DIR" in run.args or cache_dir in run.args
@@ -572,7 +574,7 @@ def dockerignored(path: str) -> bool:
 def test_dockerignore_keeps_local_state_out() -> None:
     for path in (".venv", ".venv/bin/python", ".git", ".git/HEAD", ".tools", "benchmarks/results/x.json"):
         assert dockerignored(path), path
-    assert dockerignored("server/models/__pycache__/tiny.cpython-311.pyc")
+    assert dockerignored("offline/__pycache__/tiny.cpython-311.pyc")
     assert dockerignored("weights/model-00001-of-00002.safetensors")
 
 

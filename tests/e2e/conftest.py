@@ -18,9 +18,9 @@ import pytest
 from fastapi import FastAPI
 from openai import OpenAI
 
+from offline.tiny import TinySpec, cached_checkpoint
 from server.app import create_app
 from server.config import Settings
-from server.models.tiny import TinySpec, cached_checkpoint
 from tests.live import uvicorn_thread
 
 READY_TIMEOUT_S = 600

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion
 
+from offline.scale import CI_RUNS, ScaleModel, scale_model
+from offline.tiny import cached_checkpoint
 from server.config import Settings
-from server.models.tiny import cached_checkpoint
 from server.profiles import load_profile
-from server.profiles.scale import CI_RUNS, ScaleModel, scale_model
 from tests.e2e.conftest import LiveServer, serve
 from tests.media_factory import data_url, image_bytes, mp4_bytes
 

@@ -1,6 +1,7 @@
-"""The planner's memory arithmetic, checked against numbers worked out by hand from real Qwen3-VL config.json files.
+"""The memory arithmetic (``offline.memory``), checked against numbers worked out by hand from real Qwen3-VL config.json
+files.
 
-The configs are the ones bundled in ``server/profiles/configs/`` (Qwen3-VL-8B-Instruct and Qwen3-VL-30B-A3B-Instruct
+The configs are the ones bundled in ``offline/configs/`` (Qwen3-VL-8B-Instruct and Qwen3-VL-30B-A3B-Instruct
 are the two worked examples here). Parameter counts are checked three ways: the planner's formula, transformers' own
 model classes instantiated on the meta device, and the published total for Qwen3-VL-30B-A3B-Instruct.
 """
@@ -15,8 +16,12 @@ from typing import Any
 
 import pytest
 
-from server.__main__ import main
-from server.planner import GIB, Inputs, Shape, bundled_config_name, load_config, plan, total_params
+from offline.cli import main
+from offline.configs import bundled_config, bundled_config_name, load_config
+from offline.memory.estimate import estimate
+from offline.memory.inputs import GIB, Inputs
+from offline.memory.shape import Shape
+from offline.memory.weights import total_params
 from server.profiles import list_profiles
 
 CONFIGS = ["Qwen3-VL-2B", "Qwen3-VL-4B", "Qwen3-VL-8B", "Qwen3-VL-32B", "Qwen3-VL-30B-A3B", "Qwen3-VL-235B-A22B"]
@@ -25,10 +30,7 @@ RESERVE = 4 * GIB
 
 
 def config(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(
-        resources.files("server.profiles").joinpath("configs", f"{name}.json").read_text()
-    )
-    return data
+    return bundled_config(f"{name}.json")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -36,7 +38,7 @@ def test_parameter_count_equals_transformers_own_model(name: str) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    path = resources.files("server.profiles").joinpath("configs", f"{name}.json")
+    path = resources.files("offline.configs").joinpath(f"{name}.json")
     with resources.as_file(path) as file, torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(str(file)))
     assert total_params(Shape.from_config(config(name))) == sum(p.numel() for p in model.parameters())
@@ -48,7 +50,7 @@ def test_parameter_count_matches_the_published_30b_a3b_total() -> None:
 
 
 def test_8b_bf16_on_one_h100_by_hand() -> None:
-    result = plan(config("Qwen3-VL-8B"), Inputs(tp=1, max_model_len=65536, max_num_seqs=128, images_per_prompt=8))
+    result = estimate(config("Qwen3-VL-8B"), Inputs(tp=1, max_model_len=65536, max_num_seqs=128, images_per_prompt=8))
     # BF16: two bytes per parameter, everything on one GPU.
     weights = 2 * 8_767_123_696
     assert result.weights_bytes_per_gpu == weights == 17_534_247_392  # 16.33 GiB
@@ -74,7 +76,7 @@ def fp8_bytes(rows: int, cols: int, count: int) -> int:
 
 
 def test_30b_a3b_fp8_on_one_h100_by_hand() -> None:
-    result = plan(config("Qwen3-VL-30B-A3B"), Inputs(tp=1, fp8_weights=True, max_model_len=65536))
+    result = estimate(config("Qwen3-VL-30B-A3B"), Inputs(tp=1, fp8_weights=True, max_model_len=65536))
     layers, hidden, vocab, experts = 48, 2048, 151_936, 128
     bf16_params = (
         2 * vocab * hidden  # embed_tokens and lm_head (not tied)
@@ -98,8 +100,8 @@ def test_30b_a3b_fp8_on_one_h100_by_hand() -> None:
 
 
 def test_235b_fp8_on_eight_h100_shards_by_tensor_parallelism() -> None:
-    one = plan(config("Qwen3-VL-235B-A22B"), Inputs(tp=1, fp8_weights=True))
-    eight = plan(config("Qwen3-VL-235B-A22B"), Inputs(tp=8, fp8_weights=True, vision_data_parallel=True))
+    one = estimate(config("Qwen3-VL-235B-A22B"), Inputs(tp=1, fp8_weights=True))
+    eight = estimate(config("Qwen3-VL-235B-A22B"), Inputs(tp=8, fp8_weights=True, vision_data_parallel=True))
     # 4 KV heads on 8 GPUs: each GPU keeps one (vLLM replicates KV heads when there are fewer than GPUs).
     assert eight.kv_bytes_per_token_per_gpu == 2 * 94 * 1 * 128 * 2 == 48_128
     assert eight.kv_bytes_per_token_model == 2 * 94 * 4 * 128 * 2
@@ -112,12 +114,12 @@ def test_235b_fp8_on_eight_h100_shards_by_tensor_parallelism() -> None:
 
 def test_fp8_kv_cache_doubles_capacity_and_yarn_needs_a_longer_position_limit() -> None:
     base = Inputs(tp=8, fp8_weights=True, vision_data_parallel=True, max_model_len=1_000_000)
-    bf16_kv = plan(config("Qwen3-VL-235B-A22B"), base)
+    bf16_kv = estimate(config("Qwen3-VL-235B-A22B"), base)
     assert any("max_position_embeddings 262144" in e for e in bf16_kv.errors)
     assert any("KV capacity" in e and "below max_model_len 1000000" in e for e in bf16_kv.errors)
     from dataclasses import replace
 
-    fixed = plan(
+    fixed = estimate(
         config("Qwen3-VL-235B-A22B"),
         replace(base, kv_cache_bytes_per_value=1, max_position_embeddings_override=1_000_000),
     )
@@ -127,8 +129,8 @@ def test_fp8_kv_cache_doubles_capacity_and_yarn_needs_a_longer_position_limit() 
 
 
 def test_impossible_layouts_are_errors() -> None:
-    assert any("not divisible" in e for e in plan(config("Qwen3-VL-8B"), Inputs(tp=3)).errors)
-    small = plan(config("Qwen3-VL-32B"), Inputs(tp=1, gpu_memory_gib=24.0))
+    assert any("not divisible" in e for e in estimate(config("Qwen3-VL-8B"), Inputs(tp=3)).errors)
+    small = estimate(config("Qwen3-VL-32B"), Inputs(tp=1, gpu_memory_gib=24.0))
     assert small.kv_capacity_tokens == 0 and small.errors
 
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
+import json
 from pathlib import Path
 
 import pytest
 
-from server.__main__ import main
+from offline.cli import main
+from offline.configs import bundled_config, bundled_config_name
+from offline.vllm_command import ENGINE_FIELDS, vllm_cli_args
 from server.app import engine_options
 from server.config import load_settings
 from server.engine.vllm import _engine_args
-from server.planner import bundled_config_name
-from server.profiles import ENGINE_FIELDS, list_profiles, load_profile, vllm_cli_args
+from server.profiles import list_profiles, load_profile
 
 PROFILES = list_profiles()
 SEED_235B = "qwen3-vl-235b-a22b-instruct-fp8-8xh100"
@@ -66,10 +67,8 @@ def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
     assert settings.model == profile.settings["model"]
     # With HF_HUB_OFFLINE vLLM resolves a hub id to its local snapshot while building the arguments; no weights are here,
     # so a local folder holding the model's real config.json stands in for it (the id is not what these checks are about).
-    bundled = resources.files("server.profiles").joinpath(
-        "configs", str(bundled_config_name(profile.settings["model"]))
-    )
-    (tmp_path / "config.json").write_text(bundled.read_text())
+    bundled = bundled_config(str(bundled_config_name(profile.settings["model"])))
+    (tmp_path / "config.json").write_text(json.dumps(bundled))
     local = str(tmp_path)
     from_cli = vllm_parse(vllm_cli_args({**profile.settings, "model": local}))  # the `vllm serve` line we print
     ours = _engine_args(engine_options(settings, local))  # what our server hands to AsyncLLM

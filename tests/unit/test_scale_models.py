@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from server.__main__ import main
+from offline.cli import main
+from offline.scale import CI_RUNS, SCALE_TP, ScaleModel, scale_model
+from offline.tiny import cached_checkpoint
 from server.app import engine_options
 from server.config import Settings
 from server.engine.vllm import _engine_args
-from server.models.tiny import cached_checkpoint
 from server.profiles import Profile, list_profiles, load_profile
-from server.profiles.scale import CI_RUNS, SCALE_TP, ScaleModel, scale_model
 
 PROFILES = list_profiles()
 # How each configuration-only setting is spelled as a vLLM engine argument, and the value the profile means by it.

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from server.__main__ import main
-from server.models.tiny import (
+from offline.cli import main
+from offline.tiny import (
     CHAT_TEMPLATE_PATH,
     SPECIAL_TOKENS,
     THINKING_CHAT_TEMPLATE_PATH,

@@ -189,7 +189,7 @@ def _build_into(out: Path, spec: TinySpec) -> None:
     }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     (out / "README.md").write_text(
-        f"# {spec.name}\n\nA random-weight Qwen3-VL checkpoint built offline by `qwen3vl-server tiny-model`. "
+        f"# {spec.name}\n\nA random-weight Qwen3-VL checkpoint built offline by `qwen3vl-offline tiny-model`. "
         "Its answers are gibberish; it exists to run the real serving path without a GPU or a model hub.\n"
     )
 
@@ -241,10 +241,10 @@ def _build_tokenizer(chat_template: str) -> Any:
     return tokenizer
 
 
-def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> Any:
-    padded_vocab = (vocab_size + 63) // 64 * 64
+def _text_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> dict[str, Any]:
+    """The language model: 2 layers, 2 query heads sharing 1 KV head (GQA, as in the real family), MoE on request."""
     text: dict[str, Any] = {
-        "vocab_size": padded_vocab,
+        "vocab_size": (vocab_size + 63) // 64 * 64,
         "hidden_size": 128,
         "intermediate_size": 256,
         "num_hidden_layers": 2,
@@ -265,7 +265,24 @@ def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> An
             "mrope_interleaved": True,
         },
     }
-    vision: dict[str, Any] = {
+    if spec.moe:
+        text.update(
+            {
+                "num_experts": 4,
+                "num_experts_per_tok": 2,
+                "moe_intermediate_size": 64,
+                "decoder_sparse_step": 1,
+                "mlp_only_layers": [],
+                # vLLM reads it; transformers' config does not set it.
+                "norm_topk_prob": True,
+            }
+        )
+    return text
+
+
+def _vision_config() -> dict[str, Any]:
+    """The vision encoder: Qwen3-VL's layout (16-pixel patches merged 2×2, temporal patch 2, deepstack), tiny widths."""
+    return {
         "depth": 2,
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -279,6 +296,10 @@ def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> An
         "deepstack_visual_indexes": [0, 1],
         "hidden_act": "gelu_pytorch_tanh",
     }
+
+
+def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> Any:
+    text = _text_config(spec, vocab_size=vocab_size, ids=ids)
     common = {
         "image_token_id": ids["<|image_pad|>"],
         "video_token_id": ids["<|video_pad|>"],
@@ -290,21 +311,10 @@ def _build_config(spec: TinySpec, *, vocab_size: int, ids: dict[str, int]) -> An
     if spec.moe:
         from transformers import Qwen3VLMoeConfig
 
-        text.update(
-            {
-                "num_experts": 4,
-                "num_experts_per_tok": 2,
-                "moe_intermediate_size": 64,
-                "decoder_sparse_step": 1,
-                "mlp_only_layers": [],
-                # vLLM reads it; transformers' config does not set it.
-                "norm_topk_prob": True,
-            }
-        )
-        return Qwen3VLMoeConfig(text_config=text, vision_config=vision, **common)
+        return Qwen3VLMoeConfig(text_config=text, vision_config=_vision_config(), **common)
     from transformers import Qwen3VLConfig
 
-    return Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+    return Qwen3VLConfig(text_config=text, vision_config=_vision_config(), **common)
 
 
 def _save_weights(out: Path, config: Any, spec: TinySpec) -> None:

@@ -7,17 +7,17 @@ cannot run on the CPU backend at all. Every setting of every profile is classifi
 
 ``tests/e2e/test_scale_models.py`` runs a scale model per family and checks it gives the same tokens as tensor parallel 1;
 ``tests/unit/test_profiles.py`` checks every configuration-only setting against vLLM's own argument objects;
-``qwen3vl-server profile verify NAME`` prints the classification.
+``qwen3vl-offline profile verify NAME`` prints the classification.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Literal
 
-from server.models.tiny import MROPE_SECTION, ROPE_THETA, TEXT_MAX_POSITIONS, TinySpec
+from offline.configs import bundled_config, bundled_config_name
+from offline.tiny import MROPE_SECTION, ROPE_THETA, TEXT_MAX_POSITIONS, TinySpec
 from server.profiles import Profile
 
 How = Literal["real", "scaled", "config"]
@@ -92,13 +92,11 @@ class ScaleModel:
 
 def family(profile: Profile) -> TinySpec:
     """Dense or MoE from the model's bundled config.json (its architecture); Instruct or Thinking from its name."""
-    from server.planner import bundled_config_name
-
     model = str(profile.settings["model"])
     name = bundled_config_name(model)
     if name is None:
         raise ValueError(f"profile '{profile.name}': no bundled config for {model}")
-    config = json.loads(resources.files("server.profiles").joinpath("configs", name).read_text())
+    config = bundled_config(name)
     moe = any("Moe" in arch for arch in config.get("architectures", []))
     return TinySpec(moe=moe, thinking="thinking" in model.lower())
 
