@@ -9,7 +9,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from server.app import create_app
 from server.config import Settings
-from server.engine.fake import FAKE_TOKENS_PER_IMAGE, FAKE_TOKENS_PER_VIDEO, FakeEngine
+from server.engine.fake import FakeEngine
 from server.errors import EngineError
 from tests.api.conftest import AssetServer
 from tests.media_factory import data_url, image_bytes, mp4_bytes
@@ -60,11 +60,12 @@ def test_text_only_completion(client: TestClient, engine: FakeEngine) -> None:
     assert response.status_code == 200, response.text
     completion = ChatCompletion.model_validate(response.json())
     assert completion.model == MODEL
-    assert completion.choices[0].message.content == "Hello, world!"
+    # The answer is what the engine generated, all of it (it stopped on its own), counted token by token.
+    assert completion.choices[0].message.content == "".join(engine.script)
     assert completion.choices[0].finish_reason == "stop"
     assert completion.usage is not None
-    assert completion.usage.completion_tokens == 4
-    assert completion.usage.total_tokens == completion.usage.prompt_tokens + 4
+    assert completion.usage.completion_tokens == len(engine.script)
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
 @pytest.mark.parametrize(
@@ -81,9 +82,11 @@ def test_image_shapes(client: TestClient, engine: FakeEngine, part: dict[str, An
     request = engine.requests[-1]
     assert len(request.images) == 1 and request.images_resized
     assert request.images[0].size == (64, 64)  # 64×48 on the Qwen grid: smart_resize(48, 64, 32) → 64×64
-    assert completion.usage is not None
-    assert completion.usage.prompt_tokens >= FAKE_TOKENS_PER_IMAGE
     assert engine.rendered[-1][0]["content"] == [{"type": "image"}, {"type": "text", "text": "What is this?"}]
+    assert completion.usage is not None
+    # The image's tokens are counted in the prompt: more than the same request without it.
+    without = ChatCompletion.model_validate(chat(client, messages=user(text("What is this?"))).json())
+    assert without.usage is not None and completion.usage.prompt_tokens > without.usage.prompt_tokens
 
 
 @pytest.mark.parametrize("shape", ["video_url", "video"])
@@ -95,7 +98,8 @@ def test_video_file_shapes(client: TestClient, engine: FakeEngine, shape: str) -
     video = engine.requests[-1].videos[0]
     assert video.frames.shape == (4, 96, 128, 3)
     assert video.total_num_frames == 20
-    assert response.json()["usage"]["prompt_tokens"] >= FAKE_TOKENS_PER_VIDEO
+    without = chat(client, messages=user(text("Describe."))).json()  # the video's tokens are counted in the prompt
+    assert response.json()["usage"]["prompt_tokens"] > without["usage"]["prompt_tokens"]
 
 
 def test_video_frame_list(client: TestClient, engine: FakeEngine) -> None:

@@ -10,12 +10,12 @@ from server.config import Settings
 from server.engine.fake import FakeEngine
 
 
-def test_models(client: TestClient) -> None:
+def test_models(client: TestClient, engine: FakeEngine) -> None:
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
-    assert [m["id"] for m in body["data"]] == ["fake-qwen3vl"]
-    assert body["data"][0]["max_model_len"] == 4096
-    assert client.get("/v1/models/fake-qwen3vl").json()["id"] == "fake-qwen3vl"
+    assert [m["id"] for m in body["data"]] == [engine.model.name]  # the engine's model, under its served name
+    assert body["data"][0]["max_model_len"] == engine.model.max_model_len
+    assert client.get(f"/v1/models/{engine.model.name}").json()["id"] == engine.model.name
     missing = client.get("/v1/models/other")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "model_not_found"

@@ -34,7 +34,8 @@ def test_server_timing_on_plain_and_streamed_responses(client: TestClient) -> No
 
 
 def test_json_access_line_has_ids_timings_tokens_and_no_content(caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(Settings(warmup=False, log_format="json"), engine=FakeEngine())
+    engine = FakeEngine()
+    app = create_app(Settings(warmup=False, log_format="json"), engine=engine)
     with TestClient(app) as client, caplog.at_level(logging.INFO, logger="server.access"):
         response = chat(
             client,
@@ -44,7 +45,12 @@ def test_json_access_line_has_ids_timings_tokens_and_no_content(caplog: pytest.L
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "server.access"]
     ok = next(line for line in lines if line["status"] == 200 and line["route"] == "/v1/chat/completions")
     assert ok["request_id"] == response.headers["x-request-id"]
-    assert ok["prompt_tokens"] > 0 and ok["completion_tokens"] == 4 and ok["image_tokens"] == 0  # the fake places none
+    # The access line reports the counts the client was given.
+    usage = response.json()["usage"]
+    details = usage.get("prompt_tokens_details") or {}
+    assert ok["prompt_tokens"] == usage["prompt_tokens"] > 0
+    assert ok["completion_tokens"] == usage["completion_tokens"] == len(engine.script)
+    assert ok["image_tokens"] == details.get("image_tokens", 0)
     assert ok["ttft_ms"] is not None and ok["total_ms"] >= ok["ttft_ms"]
     failed = next(line for line in lines if line["status"] == 404)
     assert failed["error_code"] == "model_not_found"
