@@ -1,9 +1,16 @@
 """Qwen-native pixel budgets and exact visual-token counts.
 
+One function, :func:`pixel_budget`, says how many pixels a part may have after resizing, from its controls, the model's
+:class:`VisionSpec` and the server's :class:`Ceilings`. The media loader resizes within that budget, and admission's
+estimate (``server.service.cost``), made before anything is fetched, counts tokens from the same budget, so the two
+cannot disagree.
+
 The resize math is the model's own: ``qwen_vl_utils.smart_resize`` for images and for videos with per-item controls (the
 seed README's qwen-vl-utils semantics, 32-pixel rounding for Qwen3-VL), transformers' Qwen3-VL video ``smart_resize`` for
-videos left to the processor's defaults. Nothing here re-derives the rounding by hand; only qwen-vl-utils' per-frame budget
-formula from ``fetch_video`` (not exposed as a function there) is restated in :func:`video_frame_size`.
+videos left to the processor's defaults. Only qwen-vl-utils' per-frame budget formula from ``fetch_video`` (not exposed as
+a function there) is restated, in :func:`_controlled_video_budget`; and :func:`_fit` brings the rare result the rounding
+pushes past its maximum (``min_pixels`` near ``max_pixels``, a one-patch-thin side) back inside it, because the budget
+is a promise admission counts on.
 
 A Qwen3-VL item of ``T`` frames resized to ``H×W`` (multiples of ``factor = patch_size × merge_size``) costs
 ``ceil(T / temporal_patch_size) × (H / factor) × (W / factor)`` visual tokens; an image is one frame.
@@ -24,6 +31,7 @@ from server.vision import VisionSpec
 # qwen-vl-utils' defaults for per-item video controls (tokens per frame), as in its vision_process.py.
 VIDEO_MIN_TOKENS_PER_FRAME = 128
 VIDEO_MAX_TOKENS_PER_FRAME = 768
+LOW_DETAIL_TOKENS = 256  # OpenAI's detail "low": one small, fixed-size look at the image
 MAX_ASPECT_RATIO = 200
 
 
@@ -65,91 +73,191 @@ class Ceilings:
     video_max_frames: int
 
 
-def _smart_resize(
-    height: int, width: int, factor: int, min_pixels: int, max_pixels: int, param: str
-) -> tuple[int, int]:
-    from qwen_vl_utils.vision_process import smart_resize
+@dataclass(frozen=True)
+class PixelBudget:
+    """The pixels an image, or each frame of a video, may have after resizing: what the loader enforces.
 
-    if max(height, width) / max(1, min(height, width)) > MAX_ASPECT_RATIO:
-        raise MediaUnsupportedError(
-            f"{param} has an aspect ratio of {max(height, width) / max(1, min(height, width)):.0f}:1; "
-            f"the limit is {MAX_ASPECT_RATIO}:1",
-            param=param,
-        )
-    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max(min_pixels, max_pixels))
-    return int(h), int(w)
+    ``min_pixels`` and ``max_pixels`` are per image or per frame (what the resize math is given); ``frames`` is 1 for an
+    image and the sampled frame count for a video. :meth:`tokens` is the most visual tokens an item within it costs.
+    """
+
+    min_pixels: int
+    max_pixels: int
+    frames: int = 1
+    size: tuple[int, int] | None = None  # an explicit resized_height/width, already resized: the exact target
+
+    @property
+    def total_pixels(self) -> int:
+        return self.frames * self.max_pixels
+
+    def tokens(self, spec: VisionSpec) -> int:
+        # Sides are multiples of the factor, so H × W <= max_pixels gives (H / f) × (W / f) <= max_pixels // f².
+        return _groups(self.frames, spec) * (self.max_pixels // (spec.factor * spec.factor))
+
+
+def pixel_budget(
+    controls: ImageControls | VideoControls,
+    spec: VisionSpec,
+    ceilings: Ceilings,
+    *,
+    frames: int | None = None,
+    param: str = "media",
+) -> PixelBudget:
+    """The budget of one part: its controls, else the processor's defaults, within the server's ceilings.
+
+    A video's per-frame budget depends on how many frames are sampled: the loader passes the count it sampled; the
+    estimate, made before the video is seen, passes none and gets the budget of the costliest count the part may sample
+    (a frame list's count is known up front: it is passed). An explicit ``resized_height``/``resized_width`` is resized
+    here already (its budget is its exact size), so a too-thin one is refused (``param`` names it) before any fetch.
+    """
+    if isinstance(controls, ImageControls):
+        return _image_budget(controls, spec, ceilings, param)
+    if frames is not None:
+        return _video_budget(frames, controls, spec, ceilings, param)
+    counts = range(FRAME_FACTOR, _most_frames(controls, ceilings) + 1, FRAME_FACTOR)
+    budgets = (_video_budget(n, controls, spec, ceilings, param) for n in counts)
+    return max(budgets, key=lambda b: b.tokens(spec))
+
+
+def _image_budget(c: ImageControls, spec: VisionSpec, ceilings: Ceilings, param: str) -> PixelBudget:
+    floor = spec.factor * spec.factor
+    ceiling = max(floor, ceilings.image_max_pixels)
+    if c.resized_height and c.resized_width:
+        h, w = _smart_resize(c.resized_height, c.resized_width, spec.factor, floor, ceiling, param)
+        return PixelBudget(floor, h * w, size=(h, w))
+    min_pixels = spec.image_min_pixels
+    max_pixels = min(spec.image_max_pixels, ceiling)
+    if c.detail == "low":
+        max_pixels = LOW_DETAIL_TOKENS * floor
+    elif c.detail == "high":
+        max_pixels = ceiling
+    if c.max_pixels is not None:
+        max_pixels = c.max_pixels
+    if c.min_pixels is not None:
+        min_pixels = c.min_pixels
+        if c.max_pixels is None:  # an explicit minimum may exceed the processor's default maximum
+            max_pixels = max(max_pixels, min_pixels)
+    max_pixels = max(floor, min(max_pixels, ceiling))
+    return PixelBudget(max(floor, min(min_pixels, max_pixels)), max_pixels)
+
+
+def _video_budget(frames: int, c: VideoControls, spec: VisionSpec, ceilings: Ceilings, param: str) -> PixelBudget:
+    if c.sets_pixels:
+        return _controlled_video_budget(frames, c, spec, ceilings, param)
+    # The checkpoint's own video processor counts its budgets over T × H × W; the server's ceiling bounds it too.
+    floor = spec.factor * spec.factor
+    total = min(spec.video_max_pixels, ceilings.video_total_pixels)
+    per_frame = total // frames
+    if spec.video_cap_pixels_per_frame:  # Qwen3VLVideoProcessor.resize's per-frame cap
+        per_frame = max(min(spec.video_max_tokens_per_frame * floor, per_frame), int(spec.video_min_pixels * 1.05))
+    return PixelBudget(-(-spec.video_min_pixels // frames), max(floor, per_frame), frames)
+
+
+def _controlled_video_budget(
+    frames: int, c: VideoControls, spec: VisionSpec, ceilings: Ceilings, param: str
+) -> PixelBudget:
+    """qwen-vl-utils' ``fetch_video`` per-frame budget, with the server's ceilings."""
+    floor = spec.factor * spec.factor
+    if c.resized_height and c.resized_width:
+        # An explicit size still answers to the video's pixel ceiling: per frame, the share of the total budget a
+        # frame may take (qwen-vl-utils' total_pixels / nframes × temporal factor), so frames × size stays bounded.
+        share = min(ceilings.image_max_pixels, max(floor, int(ceilings.video_total_pixels / frames * 2)))
+        h, w = _smart_resize(c.resized_height, c.resized_width, spec.factor, floor, share, param)
+        return PixelBudget(floor, h * w, frames, size=(h, w))
+    min_pixels = c.min_pixels if c.min_pixels is not None else VIDEO_MIN_TOKENS_PER_FRAME * floor
+    total = min(c.total_pixels or ceilings.video_total_pixels, ceilings.video_total_pixels)
+    # As in qwen-vl-utils, a frame keeps 1.05 × min_pixels even when that takes the video past total_pixels.
+    max_pixels = max(min(VIDEO_MAX_TOKENS_PER_FRAME * floor, total / frames * 2), int(min_pixels * 1.05))
+    if c.max_pixels is not None:
+        max_pixels = min(c.max_pixels, max_pixels)
+    max_pixels = max(floor, int(max_pixels))
+    return PixelBudget(max(floor, min(min_pixels, max_pixels)), max_pixels, frames)
+
+
+def _most_frames(c: VideoControls, ceilings: Ceilings) -> int:
+    """The most frames a video file's part may be sampled to (:func:`sample_indices`), rounded up to the frame factor."""
+    most = ceilings.video_max_frames
+    if c.nframes is not None:
+        most = min(most, c.nframes)
+    elif c.max_frames is not None:
+        most = min(most, c.max_frames)
+    return max(FRAME_FACTOR, -(-most // FRAME_FACTOR) * FRAME_FACTOR)
 
 
 def image_size(
     height: int, width: int, controls: ImageControls, spec: VisionSpec, ceilings: Ceilings, param: str
 ) -> tuple[int, int]:
-    """Target (height, width) of an image: the processor's defaults, narrowed by the part's controls, within ceilings."""
-    factor = spec.factor
-    floor = factor * factor
-    ceiling = max(floor, ceilings.image_max_pixels)
-    if controls.resized_height and controls.resized_width:
-        return _smart_resize(controls.resized_height, controls.resized_width, factor, floor, ceiling, param)
-    min_pixels = spec.image_min_pixels
-    max_pixels = min(spec.image_max_pixels, ceiling)
-    if controls.detail == "low":
-        max_pixels = 256 * floor
-    elif controls.detail == "high":
-        max_pixels = ceiling
-    if controls.max_pixels is not None:
-        max_pixels = controls.max_pixels
-    if controls.min_pixels is not None:
-        min_pixels = controls.min_pixels
-        if controls.max_pixels is None:  # an explicit minimum may exceed the processor's default maximum
-            max_pixels = max(max_pixels, min_pixels)
-    max_pixels = max(floor, min(max_pixels, ceiling))
-    min_pixels = max(floor, min(min_pixels, max_pixels))
-    return _smart_resize(height, width, factor, min_pixels, max_pixels, param)
+    """Target (height, width) of an image: qwen-vl-utils' resize within :func:`pixel_budget`."""
+    budget = pixel_budget(controls, spec, ceilings, param=param)
+    if budget.size is not None:
+        return budget.size
+    return _smart_resize(height, width, spec.factor, budget.min_pixels, budget.max_pixels, param)
 
 
 def video_frame_size(
     frames: int, height: int, width: int, controls: VideoControls, spec: VisionSpec, ceilings: Ceilings, param: str
 ) -> tuple[int, int]:
-    """Per-frame target size of a video with pixel controls: qwen-vl-utils' ``fetch_video`` budget formula."""
-    factor = spec.factor
-    floor = factor * factor
-    if controls.resized_height and controls.resized_width:
-        # An explicit size still answers to the video's pixel ceiling: per frame, the share of the total budget a
-        # frame may take (qwen-vl-utils' total_pixels / nframes × temporal factor), so frames × size stays bounded.
-        per_frame = min(ceilings.image_max_pixels, max(floor, int(ceilings.video_total_pixels / frames * 2)))
-        return _smart_resize(controls.resized_height, controls.resized_width, factor, floor, per_frame, param)
-    min_pixels = controls.min_pixels if controls.min_pixels is not None else VIDEO_MIN_TOKENS_PER_FRAME * floor
-    total = min(controls.total_pixels or ceilings.video_total_pixels, ceilings.video_total_pixels)
-    max_pixels = max(min(VIDEO_MAX_TOKENS_PER_FRAME * floor, total / frames * 2), int(min_pixels * 1.05))
-    if controls.max_pixels is not None:
-        max_pixels = min(controls.max_pixels, max_pixels)
-    max_pixels = max(floor, int(max_pixels))
-    min_pixels = max(floor, min(min_pixels, max_pixels))
-    return _smart_resize(height, width, factor, min_pixels, max_pixels, param)
+    """Per-frame target size of a video of ``frames`` sampled frames, within :func:`pixel_budget`.
 
-
-def default_video_frame_size(frames: int, height: int, width: int, spec: VisionSpec, param: str) -> tuple[int, int]:
-    """What the checkpoint's own video processor will resize frames to (transformers' Qwen3-VL math)."""
+    With pixel controls, qwen-vl-utils' resize (as ``fetch_video``); without, the checkpoint's own video processor's
+    (transformers' Qwen3-VL math), so that the processor leaves the frames as they are.
+    """
+    budget = pixel_budget(controls, spec, ceilings, frames=frames, param=param)
+    if budget.size is not None:
+        return budget.size
+    if controls.sets_pixels:
+        return _smart_resize(height, width, spec.factor, budget.min_pixels, budget.max_pixels, param)
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize
 
-    if max(height, width) / max(1, min(height, width)) > MAX_ASPECT_RATIO:
-        raise MediaUnsupportedError(f"{param} has an aspect ratio over {MAX_ASPECT_RATIO}:1", param=param)
-    max_pixels = spec.video_max_pixels
-    if spec.video_cap_pixels_per_frame:  # Qwen3VLVideoProcessor.resize's per-frame cap
-        per_frame = max(
-            min(spec.video_max_tokens_per_frame * spec.factor**2, spec.video_max_pixels // frames),
-            int(spec.video_min_pixels * 1.05),
-        )
-        max_pixels = per_frame * frames
+    _check_aspect(height, width, param)
     h, w = smart_resize(
         num_frames=frames,
         height=height,
         width=width,
         temporal_factor=spec.temporal_patch_size,
         factor=spec.factor,
-        min_pixels=spec.video_min_pixels,
-        max_pixels=max_pixels,
+        min_pixels=budget.min_pixels * frames,
+        max_pixels=budget.max_pixels * frames,
     )
-    return int(h), int(w)
+    return _fit(int(h), int(w), spec.factor, budget.max_pixels)
+
+
+def _smart_resize(
+    height: int, width: int, factor: int, min_pixels: int, max_pixels: int, param: str
+) -> tuple[int, int]:
+    from qwen_vl_utils.vision_process import smart_resize
+
+    _check_aspect(height, width, param)
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max(min_pixels, max_pixels))
+    return _fit(int(h), int(w), factor, max_pixels)
+
+
+def _check_aspect(height: int, width: int, param: str) -> None:
+    ratio = max(height, width) / max(1, min(height, width))
+    if ratio > MAX_ASPECT_RATIO:
+        raise MediaUnsupportedError(
+            f"{param} has an aspect ratio of {ratio:.0f}:1; the limit is {MAX_ASPECT_RATIO}:1", param=param
+        )
+
+
+def _fit(height: int, width: int, factor: int, max_pixels: int) -> tuple[int, int]:
+    """``height × width`` within ``max_pixels``, sides multiples of ``factor`` and at least one patch each.
+
+    smart_resize can miss both: its floor branch rounds the thin side of a long image down to 0, and its ceil branch
+    (``min_pixels`` near ``max_pixels``) overshoots the maximum. Such a result is scaled down, as its floor branch would.
+    """
+    height, width = max(factor, height), max(factor, width)
+    if height * width <= max(max_pixels, factor * factor):
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    h = max(factor, math.floor(height * scale / factor) * factor)
+    w = max(factor, math.floor(width * scale / factor) * factor)
+    if h * w > max_pixels:  # one side is at its one-patch floor: the other gives way
+        if h <= w:
+            w = max(factor, max_pixels // h // factor * factor)
+        else:
+            h = max(factor, max_pixels // w // factor * factor)
+    return h, w
 
 
 def sample_indices(
@@ -177,8 +285,11 @@ def sample_indices(
 
 
 def visual_tokens(frames: int, height: int, width: int, spec: VisionSpec) -> int:
-    groups = math.ceil(frames / spec.temporal_patch_size) if frames > 1 else 1
-    return groups * (height // spec.factor) * (width // spec.factor)
+    return _groups(frames, spec) * (height // spec.factor) * (width // spec.factor)
+
+
+def _groups(frames: int, spec: VisionSpec) -> int:
+    return math.ceil(frames / spec.temporal_patch_size) if frames > 1 else 1
 
 
 def preload() -> None:

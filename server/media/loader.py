@@ -31,7 +31,6 @@ from server.media.budget import (
     Ceilings,
     ImageControls,
     VideoControls,
-    default_video_frame_size,
     image_size,
     sample_indices,
     video_frame_size,
@@ -231,9 +230,7 @@ class MediaLoader:
         return prepared
 
     def _frame_size(self, frames: int, height: int, width: int, ref: VideoRef, spec: VisionSpec) -> tuple[int, int]:
-        if ref.controls.sets_pixels:
-            return video_frame_size(frames, height, width, ref.controls, spec, self.ceilings, ref.param)
-        return default_video_frame_size(frames, height, width, spec, ref.param)
+        return video_frame_size(frames, height, width, ref.controls, spec, self.ceilings, ref.param)
 
     async def _video_file(self, data: bytes, ref: VideoRef, spec: VisionSpec, uuid: str) -> PreparedVideo:
         c = ref.controls

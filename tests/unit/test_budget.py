@@ -11,7 +11,6 @@ from server.media.budget import (
     Ceilings,
     ImageControls,
     VideoControls,
-    default_video_frame_size,
     image_size,
     video_frame_size,
     visual_tokens,
@@ -71,7 +70,7 @@ def test_video_controls_follow_qwen_vl_utils() -> None:
 def test_default_video_size_is_the_processors() -> None:
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import smart_resize as processor_resize
 
-    assert default_video_frame_size(4, 96, 128, SPEC, "v") == processor_resize(
+    assert video_frame_size(4, 96, 128, VideoControls(), SPEC, CEIL, "v") == processor_resize(
         num_frames=4, height=96, width=128, temporal_factor=2, factor=32, min_pixels=8192, max_pixels=16 * 256 * 256
     )
 
