@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from server.app import create_app
-    from server.config import load_settings
+    from server.settings_loader import load_settings
 
     settings = load_settings(args)
     logs.configure(settings.log_level, settings.log_format)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,11 @@ from server.api.state import AppState
 from server.config import Settings
 from server.engine.base import Engine
 from server.media import budget
-from server.media.fetch import Fetcher, make_client
+from server.media.fetch import Fetcher, FetchPolicy, make_client
+from server.media.limits import MediaLimits
 from server.media.loader import MediaLoader
-from server.media.pool import DecodePool
+from server.media.netguard import parse_allowed_network
+from server.media.pool import DecodePool, PoolConfig
 from server.schemas import openapi
 from server.schemas.chat import ShapeLimits
 from server.schemas.chat_response import ChatCompletionChunk
@@ -47,17 +49,97 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
+
 
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     state = AppState(settings=settings, metrics=GatewayMetrics())
+    policy = fetch_policy(settings)  # a refused --media-allowed-networks entry fails the start here, not a request
+    app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=_lifespan(state, policy, engine))
+    app.state.qwen3vl = state
+    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
+        app.include_router(router)
+    if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
+        app.include_router(playground.router)
+    _add_middleware(app, state)
+    error_handlers.install(app)
+
+    def describe() -> dict[str, Any]:  # FastAPI's document, finished once: see server.schemas.openapi
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.finish(
+                FastAPI.openapi(app), extra_models=[ChatCompletionChunk, CompletionChunk]
+            )
+        return app.openapi_schema
+
+    app.openapi = describe  # type: ignore[method-assign]
+    return app
+
+
+def fetch_policy(settings: Settings) -> FetchPolicy:
+    """Where media fetches may go. ``--media-allowed-networks`` was checked for CIDR form as it was read; the ranges
+    that stay refused whatever the list says (loopback, link-local/metadata, unspecified) are the fetcher's own rule,
+    checked here, so a bad entry fails the start with a ValueError that names the flag."""
+    try:
+        networks = tuple(parse_allowed_network(entry) for entry in settings.media_allowed_networks)
+    except ValueError as exc:
+        raise ValueError(f"--media-allowed-networks: {exc}") from exc
+    return FetchPolicy(
+        max_redirects=settings.media_max_redirects,
+        allowed_networks=networks,
+        allow_loopback=settings.media_allow_loopback,
+        allowed_domains=tuple(settings.media_allowed_domains),
+        denied_domains=tuple(settings.media_denied_domains),
+        file_root=settings.media_file_root,
+        max_concurrency=settings.media_max_concurrent_fetches,
+    )
+
+
+def decode_pool_config(settings: Settings) -> PoolConfig:
+    return PoolConfig(
+        workers=settings.media_decode_workers,
+        job_timeout_s=settings.media_decode_timeout,
+        memory_bytes=settings.media_decode_worker_memory_bytes,
+        input_bytes=max(settings.media_max_image_bytes, settings.media_max_video_bytes),
+        output_bytes=settings.media_decode_output_bytes,
+        budget_bytes=settings.media_decode_budget_bytes,
+        sandbox=settings.media_decode_sandbox,
+    )
+
+
+def media_limits(settings: Settings) -> MediaLimits:
+    return MediaLimits(
+        max_image_bytes=settings.media_max_image_bytes,
+        max_video_bytes=settings.media_max_video_bytes,
+        fetch_timeout_s=settings.media_fetch_timeout,
+        max_video_frames=settings.media_max_video_frames,
+        video_fps=settings.media_video_fps,
+        max_images_per_request=settings.limit_mm_per_prompt.get("image", 8),
+        max_videos_per_request=settings.limit_mm_per_prompt.get("video", 2),
+        decode_threads=settings.media_decode_threads,
+        fetches_per_request=settings.media_fetches_per_request,
+        max_source_pixels=settings.media_max_image_source_pixels,
+        max_video_duration_s=settings.media_max_video_duration,
+        image_max_pixels=settings.media_image_max_pixels,
+        video_total_pixels=settings.media_video_total_pixels,
+        prepared_cache_bytes=settings.media_cache_bytes,
+        fetch_cache_bytes=settings.media_fetch_cache_bytes,
+        fetch_cache_ttl_s=settings.media_fetch_cache_ttl,
+        max_video_frame_pixels=settings.media_max_video_frame_pixels,
+        max_video_source_fps=settings.media_max_video_source_fps,
+        max_video_source_frames=settings.media_max_video_source_frames,
+    )
+
+
+def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None) -> Lifespan:
+    """Start-up and shutdown: the media stage, then the engine in the background (or the given one at once)."""
+    settings = state.settings
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(settings.media_decode_threads, thread_name_prefix="media-decode")
         client = make_client(settings.media_fetch_timeout)
-        fetcher = Fetcher(settings.fetch_policy(), client)
-        pool = DecodePool(settings.decode_pool(), state.metrics.media)
-        media = MediaLoader(settings.media_limits(), fetcher, executor, pool, state.metrics.media)
+        pool = DecodePool(decode_pool_config(settings), state.metrics.media)
+        media = MediaLoader(media_limits(settings), Fetcher(policy, client), executor, pool, state.metrics.media)
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
@@ -78,12 +160,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             await pool.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=lifespan)
-    app.state.qwen3vl = state
-    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
-        app.include_router(router)
-    if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
-        app.include_router(playground.router)
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, state: AppState) -> None:
+    """The guard (keys, sizes, shapes, draining), CORS if asked for, and metrics (outermost, with the JSON access log)."""
+    settings = state.settings
     api_keys = settings.all_api_keys()
     log_exposure(settings, api_keys)
     guard = GuardConfig(
@@ -105,17 +187,6 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         )
     app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.draining)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=settings.log_format == "json")
-    error_handlers.install(app)
-
-    def describe() -> dict[str, Any]:  # FastAPI's document, finished once: see server.schemas.openapi
-        if app.openapi_schema is None:
-            app.openapi_schema = openapi.finish(
-                FastAPI.openapi(app), extra_models=[ChatCompletionChunk, CompletionChunk]
-            )
-        return app.openapi_schema
-
-    app.openapi = describe  # type: ignore[method-assign]
-    return app
 
 
 def log_exposure(settings: Settings, api_keys: tuple[str, ...]) -> None:

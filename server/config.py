@@ -3,48 +3,22 @@
 Every field is a CLI flag (``--max-model-len``) and a ``QWEN3VL_*`` environment variable (``QWEN3VL_MAX_MODEL_LEN``);
 CLI flags win over the environment, the environment over defaults. The fields are flat on purpose: operators type them as
 flags, and ``--max-model-len`` reads better than ``--engine.max-model-len``. They are grouped by prefix and comment, and
-:meth:`Settings.engine_options` / :meth:`Settings.media_limits` hand each layer only its own frozen group.
+the composition root (``server.app``) hands each layer only its own frozen group built from them.
+
+This module imports nothing from the rest of ``server`` (an import-linter contract): it describes the flags, and the
+layers' own value types are built from it elsewhere. Profile defaults are merged in by ``server.settings_loader``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.media.fetch import FetchPolicy
-from server.media.netguard import parse_allowed_network
-from server.media.pool import PoolConfig
-
 ENV_PREFIX = "QWEN3VL_"
-
-
-@dataclass(frozen=True)
-class MediaLimits:
-    """What the media stage may do for one request."""
-
-    max_image_bytes: int
-    max_video_bytes: int
-    fetch_timeout_s: float
-    max_video_frames: int
-    video_fps: float
-    max_images_per_request: int
-    max_videos_per_request: int
-    decode_threads: int
-    fetches_per_request: int
-    max_source_pixels: int
-    max_video_duration_s: float
-    image_max_pixels: int
-    video_total_pixels: int
-    prepared_cache_bytes: int = 128 * 1024 * 1024
-    fetch_cache_bytes: int = 64 * 1024 * 1024
-    fetch_cache_ttl_s: float = 300.0
-    max_video_frame_pixels: int = 7680 * 4320
-    max_video_source_fps: float = 480.0
-    max_video_source_frames: int = 500_000
 
 
 class Settings(BaseSettings):
@@ -292,8 +266,10 @@ class Settings(BaseSettings):
 
     @field_validator("media_allowed_networks")
     @classmethod
-    def _valid_networks(cls, value: list[str]) -> list[str]:
-        return [str(parse_allowed_network(entry)) for entry in value]
+    def _cidr_networks(cls, value: list[str]) -> list[str]:
+        """The format is checked here, as the flag is read; the ranges that stay refused whatever the list says are
+        the fetcher's rule (``server.media.netguard``), checked when the app builds its fetch policy at start."""
+        return [str(_cidr(entry)) for entry in value]
 
     @property
     def uses_tiny_model(self) -> bool:
@@ -304,40 +280,6 @@ class Settings(BaseSettings):
         """``--playground`` as set, else on only for the embedded demo model."""
         return self.uses_tiny_model if self.playground is None else self.playground
 
-    def media_limits(self) -> MediaLimits:
-        return MediaLimits(
-            max_image_bytes=self.media_max_image_bytes,
-            max_video_bytes=self.media_max_video_bytes,
-            fetch_timeout_s=self.media_fetch_timeout,
-            max_video_frames=self.media_max_video_frames,
-            video_fps=self.media_video_fps,
-            max_images_per_request=self.limit_mm_per_prompt.get("image", 8),
-            max_videos_per_request=self.limit_mm_per_prompt.get("video", 2),
-            decode_threads=self.media_decode_threads,
-            fetches_per_request=self.media_fetches_per_request,
-            max_source_pixels=self.media_max_image_source_pixels,
-            max_video_duration_s=self.media_max_video_duration,
-            image_max_pixels=self.media_image_max_pixels,
-            video_total_pixels=self.media_video_total_pixels,
-            prepared_cache_bytes=self.media_cache_bytes,
-            fetch_cache_bytes=self.media_fetch_cache_bytes,
-            fetch_cache_ttl_s=self.media_fetch_cache_ttl,
-            max_video_frame_pixels=self.media_max_video_frame_pixels,
-            max_video_source_fps=self.media_max_video_source_fps,
-            max_video_source_frames=self.media_max_video_source_frames,
-        )
-
-    def decode_pool(self) -> PoolConfig:
-        return PoolConfig(
-            workers=self.media_decode_workers,
-            job_timeout_s=self.media_decode_timeout,
-            memory_bytes=self.media_decode_worker_memory_bytes,
-            input_bytes=max(self.media_max_image_bytes, self.media_max_video_bytes),
-            output_bytes=self.media_decode_output_bytes,
-            budget_bytes=self.media_decode_budget_bytes,
-            sandbox=self.media_decode_sandbox,
-        )
-
     def all_api_keys(self) -> tuple[str, ...]:
         keys = [k for k in self.api_keys if k]
         if self.api_key_file is not None:
@@ -345,52 +287,9 @@ class Settings(BaseSettings):
             keys += [line for line in lines if line and not line.startswith("#")]
         return tuple(keys)
 
-    def fetch_policy(self) -> FetchPolicy:
-        return FetchPolicy(
-            max_redirects=self.media_max_redirects,
-            allowed_networks=tuple(parse_allowed_network(entry) for entry in self.media_allowed_networks),
-            allow_loopback=self.media_allow_loopback,
-            allowed_domains=tuple(self.media_allowed_domains),
-            denied_domains=tuple(self.media_denied_domains),
-            file_root=self.media_file_root,
-            max_concurrency=self.media_max_concurrent_fetches,
-        )
 
-
-def load_settings(args: list[str] | None = None, **init: Any) -> Settings:
-    """Settings from (highest first) CLI flags, keyword arguments, ``QWEN3VL_*`` variables, the chosen profile, defaults."""
-    import os
-
-    from pydantic_settings import InitSettingsSource, PydanticBaseSettingsSource
-
-    from server.profiles import load_profile
-
-    name = _profile_flag(args or []) or init.get("profile") or os.environ.get(f"{ENV_PREFIX}PROFILE")
-    cli: dict[str, Any] = {"_cli_parse_args": args, "_cli_prog_name": "qwen3vl-server"} if args is not None else {}
-    if not name:
-        return Settings(**cli, **init)
-    defaults = load_profile(str(name)).settings
-
-    class ProfiledSettings(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            profile = InitSettingsSource(settings_cls, init_kwargs=defaults)
-            return init_settings, env_settings, dotenv_settings, file_secret_settings, profile
-
-    return ProfiledSettings(**cli, **init)
-
-
-def _profile_flag(args: list[str]) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == "--profile" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--profile="):
-            return arg.split("=", 1)[1]
-    return None
+def _cidr(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(entry.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{entry!r} is not a network in CIDR notation (e.g. 10.42.0.0/16): {exc}") from exc

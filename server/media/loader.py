@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from server.config import MediaLimits
 from server.errors import MediaError, MediaTooLargeError, MediaUnsupportedError
 from server.media.budget import (
     Ceilings,
@@ -39,6 +38,7 @@ from server.media.budget import (
 from server.media.cache import ByteLRU, SingleFlight, cache_scope
 from server.media.decode import FRAME_FACTOR, ImageHeader, VideoHeader
 from server.media.fetch import Fetcher, decode_data_url
+from server.media.limits import MediaLimits
 from server.media.metrics import MediaMetrics
 from server.media.pool import DecodePool, ImagePlan, VideoPlan
 from server.vision import VideoInput, VisionSpec

@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from server.config import MediaLimits
 from server.errors import InvalidRequestError
 from server.media.budget import ImageControls, VideoControls
+from server.media.limits import MediaLimits
 from server.media.loader import ImageRef, VideoRef
 from server.schemas.chat import (
     AssistantMessageParam,

@@ -7,9 +7,10 @@ from fastapi.testclient import TestClient
 
 from server.api.playground import ASSETS, CONTENT_SECURITY_POLICY, PATHS
 from server.app import create_app
-from server.config import Settings, load_settings
+from server.config import Settings
 from server.engine.fake import FakeEngine
 from server.profiles import list_profiles
+from server.settings_loader import load_settings
 
 
 def test_on_for_the_embedded_demo_off_when_a_model_is_given_unless_set() -> None:

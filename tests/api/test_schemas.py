@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from server.app import create_app
+from server.app import create_app, media_limits
 from server.config import Settings
 from server.engine.fake import FakeEngine
 from server.schemas.chat import ChatCompletionRequest
@@ -181,7 +181,7 @@ def test_each_role_reaches_the_template_with_its_own_fields() -> None:
         {"role": "tool", "content": "r", "tool_call_id": "c1", "name": "f"},
     ]
     request = ChatCompletionRequest.model_validate({"model": "m", "messages": messages})
-    conversation = build_conversation(request.messages, Settings().media_limits())
+    conversation = build_conversation(request.messages, media_limits(Settings()))
     assert conversation.messages == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": "x"},

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from server.app import create_app, fetch_policy, media_limits
 from server.config import Settings
 
 
@@ -14,7 +15,7 @@ def test_defaults() -> None:
     settings = Settings()
     assert (settings.host, settings.port, settings.model) == ("127.0.0.1", 8000, None)
     assert settings.uses_tiny_model
-    limits = settings.media_limits()
+    limits = media_limits(settings)
     assert limits.max_images_per_request == 8 and limits.video_fps == 2.0
 
 
@@ -75,31 +76,39 @@ def test_media_allowed_networks_flag_and_policy() -> None:
         _cli_parse_args=["--media-allowed-networks", '["10.42.0.0/16", "fd12:3456::/32"]', "--media-allow-loopback"]
     )
     assert settings.media_allowed_networks == ["10.42.0.0/16", "fd12:3456::/32"]
-    policy = settings.fetch_policy()
+    policy = fetch_policy(settings)
     assert policy.allowed_networks == (ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_network("fd12:3456::/32"))
     assert policy.allow_loopback is True
-    default = Settings().fetch_policy()
+    default = fetch_policy(Settings())
     assert default.allowed_networks == () and default.allow_loopback is False
 
 
 def test_media_allowed_networks_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QWEN3VL_MEDIA_ALLOWED_NETWORKS", '["10.42.0.0/16"]')
-    assert Settings().fetch_policy().allowed_networks == (ipaddress.ip_network("10.42.0.0/16"),)
+    assert fetch_policy(Settings()).allowed_networks == (ipaddress.ip_network("10.42.0.0/16"),)
+
+
+@pytest.mark.parametrize("entry", ["10.42.0.1/16", "store.svc", "10.42.0.0/33"])
+def test_media_allowed_networks_not_in_cidr_form_fail_as_the_flag_is_read(entry: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape("not a network in CIDR notation")):
+        Settings(media_allowed_networks=["10.42.0.0/16", entry])
+    with pytest.raises(ValidationError, match=re.escape("not a network in CIDR notation")):
+        Settings(_cli_parse_args=["--media-allowed-networks", f'["{entry}"]'])
 
 
 @pytest.mark.parametrize(
     ("entry", "says"),
     [
-        ("10.42.0.1/16", "not a network in CIDR notation"),
-        ("store.svc", "not a network in CIDR notation"),
         ("127.0.0.0/8", "loopback (for development use --media-allow-loopback)"),
         ("169.254.169.254/32", "link-local (cloud metadata)"),
-        ("0.0.0.0/8", "unspecified"),
+        ("0.0.0.0/8", "the unspecified range"),
     ],
 )
-def test_media_allowed_networks_are_validated_at_start(entry: str, says: str) -> None:
-    with pytest.raises(ValidationError, match=re.escape(says)):
-        Settings(media_allowed_networks=["10.42.0.0/16", entry])
+def test_media_allowed_networks_in_refused_ranges_fail_the_start(entry: str, says: str) -> None:
+    """The refused ranges are the fetcher's rule (netguard); the app checks them as it is built, before serving."""
+    settings = Settings(media_allowed_networks=["10.42.0.0/16", entry])
+    with pytest.raises(ValueError, match=re.escape(f"--media-allowed-networks: '{entry}' is {says}")):
+        create_app(settings)
 
 
 def test_the_old_all_or_nothing_switch_is_gone(capsys: pytest.CaptureFixture[str]) -> None:

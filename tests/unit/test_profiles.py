@@ -12,9 +12,9 @@ from offline.cli import main
 from offline.configs import bundled_config, bundled_config_name
 from offline.vllm_command import ENGINE_FIELDS, vllm_cli_args
 from server.app import engine_options
-from server.config import load_settings
 from server.engine.vllm import _engine_args
 from server.profiles import list_profiles, load_profile
+from server.settings_loader import load_settings
 
 PROFILES = list_profiles()
 SEED_235B = "qwen3-vl-235b-a22b-instruct-fp8-8xh100"

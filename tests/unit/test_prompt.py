@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.app import media_limits
 from server.config import Settings
 from server.errors import InvalidRequestError
 from server.schemas.chat import ChatCompletionRequest
@@ -28,7 +29,7 @@ def test_parts_become_template_placeholders_in_order() -> None:
             },
         ]
     )
-    conv = build_conversation(req.messages, Settings().media_limits())
+    conv = build_conversation(req.messages, media_limits(Settings()))
     assert conv.messages[0] == {"role": "system", "content": "be brief"}
     assert [p["type"] for p in conv.messages[1]["content"]] == ["text", "image", "video", "image", "video"]
     assert [r.url for r in conv.images] == ["data:,1", "data:,2"]
@@ -50,7 +51,7 @@ def test_controls_are_read_from_the_part_and_its_url_object() -> None:
             }
         ]
     )
-    conv = build_conversation(req.messages, Settings().media_limits())
+    conv = build_conversation(req.messages, media_limits(Settings()))
     assert conv.images[0].controls.max_pixels == 1000 and conv.images[0].controls.detail == "low"
     assert conv.images[1].controls.min_pixels == 5 and conv.images[1].controls.resized_width == 96
     assert conv.videos[0].controls.nframes == 8 and conv.videos[0].controls.total_pixels == 99
@@ -58,7 +59,7 @@ def test_controls_are_read_from_the_part_and_its_url_object() -> None:
 
 
 def test_counts_checked_before_anything_is_fetched() -> None:
-    limits = Settings(limit_mm_per_prompt={"image": 1, "video": 0}).media_limits()
+    limits = media_limits(Settings(limit_mm_per_prompt={"image": 1, "video": 0}))
     two_images = _request(
         [
             {
@@ -90,10 +91,10 @@ def test_counts_checked_before_anything_is_fetched() -> None:
 def test_text_spelling_placeholder_or_control_tokens_is_refused(content: object, param: str) -> None:
     req = _request([{"role": "user", "content": content}])
     with pytest.raises(InvalidRequestError) as info:
-        build_conversation(req.messages, Settings().media_limits())
+        build_conversation(req.messages, media_limits(Settings()))
     assert info.value.param == param and info.value.code == "reserved_token_in_text"
 
 
 def test_lookalike_text_is_fine() -> None:
     req = _request([{"role": "user", "content": "<|image|> and < |image_pad| > and <image_pad> are plain text"}])
-    assert build_conversation(req.messages, Settings().media_limits()).messages[0]["content"].startswith("<|image|>")
+    assert build_conversation(req.messages, media_limits(Settings())).messages[0]["content"].startswith("<|image|>")
