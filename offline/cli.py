@@ -106,7 +106,7 @@ def _plan(argv: Sequence[str]) -> int:
     from offline.memory.estimate import estimate
     from offline.memory.inputs import DEFAULT_RESERVE_GIB, H100_MEMORY_GIB, inputs_for
     from offline.memory.report import render
-    from server.config import load_settings
+    from server.settings_loader import load_settings
 
     try:
         settings = load_settings(["--profile", args.profile, *overrides])
