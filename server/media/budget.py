@@ -8,9 +8,9 @@ cannot disagree.
 The resize math is the model's own: ``qwen_vl_utils.smart_resize`` for images and for videos with per-item controls (the
 seed README's qwen-vl-utils semantics, 32-pixel rounding for Qwen3-VL), transformers' Qwen3-VL video ``smart_resize`` for
 videos left to the processor's defaults. Only qwen-vl-utils' per-frame budget formula from ``fetch_video`` (not exposed as
-a function there) is restated, in :func:`_controlled_video_budget`; and :func:`_fit` brings the rare result the rounding
-pushes past its maximum (``min_pixels`` near ``max_pixels``, a one-patch-thin side) back inside it, because the budget
-is a promise admission counts on.
+a function there) is restated, in :func:`_controlled_video_budget`. Where qwen-vl-utils' rounding goes past its own
+maximum (rounding a small item up to ``min_pixels``) the result is kept and the budget's bound covers it
+(:attr:`PixelBudget.most_pixels`); only a zero or over-large one-patch-thin side is corrected (:func:`_fit`).
 
 A Qwen3-VL item of ``T`` frames resized to ``H×W`` (multiples of ``factor = patch_size × merge_size``) costs
 ``ceil(T / temporal_patch_size) × (H / factor) × (W / factor)`` visual tokens; an image is one frame.
@@ -86,13 +86,27 @@ class PixelBudget:
     frames: int = 1
     size: tuple[int, int] | None = None  # an explicit resized_height/width, already resized: the exact target
 
-    @property
-    def total_pixels(self) -> int:
-        return self.frames * self.max_pixels
+    def most_pixels(self, factor: int) -> int:
+        """The most pixels per image or frame the resize can give: ``max_pixels``, or more where qwen-vl-utils'
+        smart_resize rounds both sides of a small item up to reach ``min_pixels`` (kept as it is, for fidelity)."""
+        if self.size is not None:
+            return self.size[0] * self.size[1]
+        return max(self.max_pixels, _rounded_up(self.min_pixels, factor))
 
     def tokens(self, spec: VisionSpec) -> int:
-        # Sides are multiples of the factor, so H × W <= max_pixels gives (H / f) × (W / f) <= max_pixels // f².
-        return _groups(self.frames, spec) * (self.max_pixels // (spec.factor * spec.factor))
+        # Sides are multiples of the factor, so H × W <= most_pixels gives (H / f) × (W / f) <= most_pixels // f².
+        return _groups(self.frames, spec) * (self.most_pixels(spec.factor) // (spec.factor * spec.factor))
+
+
+def _rounded_up(min_pixels: int, factor: int) -> int:
+    """A bound on smart_resize's ceil branch: an item scaled to ``min_pixels`` with both sides rounded up to the factor.
+
+    With ``a × b = min_pixels`` the rounded item is at most ``(a + f)(b + f) = min_pixels + f(a + b) + f²``, largest at
+    the thinnest shape allowed (``MAX_ASPECT_RATIO``). It exceeds ``max_pixels`` only when a part sets ``min_pixels``
+    near or above it (or a video's per-frame minimum outweighs its share of ``total_pixels``).
+    """
+    a, b = math.sqrt(min_pixels / MAX_ASPECT_RATIO), math.sqrt(min_pixels * MAX_ASPECT_RATIO)
+    return math.ceil((a + factor) * (b + factor))
 
 
 def pixel_budget(
@@ -229,7 +243,9 @@ def _smart_resize(
 
     _check_aspect(height, width, param)
     h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max(min_pixels, max_pixels))
-    return _fit(int(h), int(w), factor, max_pixels)
+    if h < factor or w < factor:  # its floor branch rounds a thin side to 0: one patch, within max_pixels
+        return _fit(int(h), int(w), factor, max_pixels)
+    return int(h), int(w)
 
 
 def _check_aspect(height: int, width: int, param: str) -> None:
@@ -243,8 +259,9 @@ def _check_aspect(height: int, width: int, param: str) -> None:
 def _fit(height: int, width: int, factor: int, max_pixels: int) -> tuple[int, int]:
     """``height × width`` within ``max_pixels``, sides multiples of ``factor`` and at least one patch each.
 
-    smart_resize can miss both: its floor branch rounds the thin side of a long image down to 0, and its ceil branch
-    (``min_pixels`` near ``max_pixels``) overshoots the maximum. Such a result is scaled down, as its floor branch would.
+    For the two misses of the resize math that no processor would accept or the budget cannot bound: qwen-vl-utils'
+    floor branch rounding the thin side of a long item to 0, and transformers' one-patch floor on that side making the
+    item larger than its maximum. Such a result is scaled down, as the floor branch would.
     """
     height, width = max(factor, height), max(factor, width)
     if height * width <= max(max_pixels, factor * factor):

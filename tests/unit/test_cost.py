@@ -88,21 +88,21 @@ def test_image_estimates_follow_the_loader_not_a_restated_rule() -> None:
     assert estimate(image=ImageControls(detail="low")) == 256  # the loader's low-detail budget (was 256 of 1024: auto)
     assert estimate(image=ImageControls()) == 256  # the processor's default max, 512² pixels
     assert estimate(image=ImageControls(detail="high")) == 1024  # the server ceiling
-    # an explicit minimum above the default maximum raises the budget to it: the loader makes up to 350 tokens, and the
-    # old estimate (the default maximum) said 256
-    assert estimate(image=ImageControls(min_pixels=600 * 600)) == 351
-    assert real_image(ImageControls(min_pixels=600 * 600)) == 350
+    # an explicit minimum above the default maximum raises the budget to it, and qwen-vl-utils rounds a small image's
+    # sides up past it: the loader makes up to 506 tokens here; the old estimate (the default maximum) said 256
+    assert real_image(ImageControls(min_pixels=600 * 600)) == 506
+    assert estimate(image=ImageControls(min_pixels=600 * 600)) == 619
     # 112 rounds up to 128 on both sides: 16 tokens (the old estimate, 112² // 32², said 12)
     assert estimate(image=ImageControls(resized_height=112, resized_width=112)) == 16
 
 
 def test_the_loader_keeps_every_image_within_its_budget() -> None:
-    """smart_resize's ceil branch and one-patch floor can overshoot max_pixels; the loader brings them back inside."""
+    """Within the bound the estimate counts (qwen-vl-utils' round-up to min_pixels included), never a zero side."""
     for controls in IMAGE_CASES.values():
         budget = pixel_budget(controls, SPEC, CEIL)
         for h, w in SOURCES:
             th, tw = image_size(h, w, controls, SPEC, CEIL, "p")
-            assert th * tw <= budget.max_pixels and th % 32 == tw % 32 == 0 and th >= 32 and tw >= 32
+            assert th * tw <= budget.most_pixels(32) and th % 32 == tw % 32 == 0 and th >= 32 and tw >= 32
 
 
 VIDEO_CASES = {
@@ -130,9 +130,9 @@ def test_video_estimates_count_qwen_vl_utils_total_pixels_as_it_does() -> None:
     # qwen-vl-utils lets nframes frames share 2 × total_pixels: up to total_pixels / 32² tokens, not half of it.
     total = VideoControls(total_pixels=32 * 256 * 256, max_frames=8)
     assert estimate(video=total) == 2048 and real_video(total) == 2028  # the old estimate: 1024
-    # a frame keeps 1.05 × its minimum even past total_pixels: 64 frames × 134 tokens, over two (the old estimate: 1)
+    # a frame keeps 1.05 × its minimum even past total_pixels, rounded up on a thin frame (the old estimate said 16)
     starved = VideoControls(total_pixels=8 * 64 * 64)
-    assert estimate(video=starved) == real_video(starved) == 32 * 134
+    assert real_video(starved) == 4608 and estimate(video=starved) == 9248
     # fewer frames, a smaller worst case
     assert estimate(video=VideoControls(max_frames=8)) == 4 * 128
     assert estimate(video=VideoControls()) == 512  # transformers' T×H×W budget: 16 × 256² / 32² / 2
@@ -153,4 +153,4 @@ def test_the_default_video_budget_answers_to_the_server_ceiling() -> None:
     low = Ceilings(image_max_pixels=CEIL.image_max_pixels, video_total_pixels=4 * 256 * 256, video_max_frames=64)
     h, w = video_frame_size(2, 1080, 1920, VideoControls(), SPEC, low, "v")
     assert 2 * h * w <= low.video_total_pixels  # the processor's default (16 × 256²) would allow four times as much
-    assert pixel_budget(VideoControls(), SPEC, low).tokens(SPEC) == 4 * 256 * 256 // 1024 // 2
+    assert pixel_budget(VideoControls(), SPEC, low).tokens(SPEC) >= visual_tokens(2, h, w, SPEC)
