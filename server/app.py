@@ -41,7 +41,7 @@ from server.schemas.completions import CompletionChunk
 from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
-from server.service.generation import GenerationRunner
+from server.service.runner import GenerationRunner
 from server.service.warmup import warm_up
 
 if TYPE_CHECKING:
