@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -32,6 +33,13 @@ MAX_STOP_CHARS = 256
 MAX_TOP_LOGPROBS = 20  # OpenAI's own limit
 MAX_LOGIT_BIAS = 300  # OpenAI's own limit
 
+# Any signed 64-bit seed is accepted; the document states the bounds one float step inside, because JSON tools read
+# them as doubles (2**63 rounds to itself, so a generator would offer seeds just past it as valid).
+Seed = Annotated[
+    int,
+    Field(ge=-(1 << 63), lt=1 << 63),
+    WithJsonSchema({"type": "integer", "minimum": -(1 << 63) + 1024, "maximum": (1 << 63) - 1024}),
+]
 StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 _TOKEN_ID = r"[0-9]{1,9}"  # a logit_bias key
 LogitBias = Annotated[
@@ -87,7 +95,7 @@ class CompletionBase(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0, le=2)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: StopSequence | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
-    seed: int | None = Field(None, ge=-(1 << 63), lt=1 << 63)
+    seed: Seed | None = None
     logit_bias: LogitBias | None = None
     ignore_eos: bool = False  # vLLM extension: generate exactly max_tokens (load tests, benchmarks)
     stream: bool = False
