@@ -5,9 +5,10 @@
 * a drain whose ``--drain-timeout`` passes with a stream still running cuts that stream (an SSE error event, then
   ``[DONE]``), and the process exits 0 soon after the deadline.
 
-The engine is wedged for real: its EngineCore process is stopped (SIGSTOP) while a long stream is generating. The
-watchdog, which would stop the whole process once it sees the wedge, is set to look only every 300 s, so this module
-observes the probes' answers; that the watchdog asks for a non-zero exit is tested in tests/api/test_lifecycle.py.
+The engine is wedged for real: its EngineCore process is stopped (SIGSTOP) while a long stream is generating. On the
+shared server the watchdog, which would stop the whole process once it sees the wedge, looks only every 300 s, so the
+probes' answers can be observed; a second server, with the watchdog looking every second, shows the rest of the claim:
+the stream in flight gets its error event (never a hang) and the process exits 1.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
-from tests.e2e.process import ServerProcess, listening_port
+from tests.e2e.process import ServerProcess, listening_port, server_process
 
 pytestmark = pytest.mark.e2e
 
@@ -199,6 +202,36 @@ def test_a_wedged_engine_turns_health_503_and_progress_turns_it_back(server: Ser
     wait_for(lambda: idle(server), 60, "the engine is still busy after the client left")
 
 
+def error_events(stream: LongStream) -> list[dict[str, Any]]:
+    """The stream's events, checked to end with ``[DONE]`` after an error and no finish reason before it."""
+    assert stream.status == 200 and stream.lines[-1] == "data: [DONE]", stream.lines[-3:]
+    events = [json.loads(line[6:]) for line in stream.lines[:-1] if line.startswith("data: ")]
+    assert "error" in events[-1], events[-1]
+    assert not any(c.get("finish_reason") for e in events[:-1] for c in e.get("choices", ())), "it was not cut"
+    return events
+
+
+def test_the_watchdog_fails_the_streams_of_a_wedged_engine_then_exits_one(tmp_path: Path) -> None:
+    extra = ["--engine-wedged-after", str(WEDGED_AFTER_S), "--engine-health-interval", "1"]
+    with server_process(tmp_path, extra, max_model_len=LONG_CONTEXT) as server:
+        stream = LongStream(server)
+        core = server.engine_core()
+        stalled = [core, *core.children(recursive=True)]
+        for process in stalled:
+            process.send_signal(signal.SIGSTOP)
+        try:
+            assert stream.live, ("the stream ended before the engine was stopped", stream.lines[-3:])
+            assert stream.join(120), "the stream hung on a wedged engine"
+        finally:
+            for process in stalled:  # the process may be gone already: the server is stopping it
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGCONT)
+        assert stream.error is None, stream.error
+        assert error_events(stream)[-1]["error"]["code"] == "engine_unavailable"
+        assert server.process.wait(timeout=120) == 1, server.log()[-3000:]
+        assert "engine failure" in server.log()
+
+
 def test_drain_aborts_a_stream_at_its_deadline_and_exits_zero(server: ServerProcess) -> None:
     """Last in this module: it stops the shared server."""
     wait_for(lambda: idle(server), 60, "the server is still busy with an earlier request")
@@ -211,10 +244,7 @@ def test_drain_aborts_a_stream_at_its_deadline_and_exits_zero(server: ServerProc
     cut_after = stream.ended_at - sent
     # Cut at the deadline, not before it (the drain waited) and not long after (the abort ended it).
     assert DRAIN_TIMEOUT_S - 1.0 <= cut_after <= DRAIN_TIMEOUT_S + 30, cut_after
-    assert stream.status == 200 and stream.lines[-1] == "data: [DONE]", stream.lines[-3:]
-    events = [json.loads(line[6:]) for line in stream.lines[:-1] if line.startswith("data: ")]
-    assert events[-1]["error"]["code"] == "engine_unavailable", events[-1]
-    assert not any(c.get("finish_reason") for e in events[:-1] for c in e.get("choices", ())), "it was not cut"
+    assert error_events(stream)[-1]["error"]["code"] == "engine_unavailable"
     code = server.process.wait(timeout=60)
     exited_after = time.monotonic() - sent
     assert code == 0, server.log()[-3000:]
