@@ -22,7 +22,7 @@ from server.api.http_protocol import HttpLimits, limited_h11
 from server.api.state import AppState
 
 
-def _offline_defaults() -> None:
+def _no_hub_defaults() -> None:
     # Nothing may depend on a model hub at run time; a user who wants hub downloads sets these to 0 explicitly.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,7 +31,7 @@ def _offline_defaults() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    _offline_defaults()
+    _no_hub_defaults()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from server.app import create_app

@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # --- Model --------------------------------------------------------------------------------------------------------
     profile: str | None = Field(
         None,
-        description="A named H100 configuration (see `qwen3vl-server profile list`); flags and env still override it.",
+        description="A named H100 configuration (see `qwen3vl-offline profile list`); flags and env still override it.",
     )
     model: str | None = Field(
         None, description="Checkpoint directory or hub id. Unset: the embedded tiny random-weight demo model."
