@@ -16,7 +16,7 @@ parameters, per-point summaries and per-request records), ``latency_cdf.png`` an
 
 Importable: ``make_dataset`` → ``list[RequestSpec]``; ``await run_load(url, model, specs, concurrency=4)`` →
 ``LoadResult`` (``.records``, ``.summary(slo)``). This module is the command; the parts live by name:
-``benchmarks.datasets`` (requests), ``benchmarks.stream`` (one streamed request, measured), ``benchmarks.runner`` (the
+``benchmarks.datasets`` (requests), ``benchmarks.stream`` (one streamed request, measured), ``benchmarks.offered_load`` (the
 schedule and ``run_load``) and ``benchmarks.report`` (records, summary math, plots); their public names are re-exported.
 """
 
@@ -36,8 +36,8 @@ from typing import Any
 import httpx
 
 from benchmarks.datasets import KINDS, RequestSpec, describe, make_dataset
+from benchmarks.offered_load import LoadResult, arrival_offsets, run_load
 from benchmarks.report import RequestRecord, parse_slo, plot_latency_cdfs, plot_throughput, summarize
-from benchmarks.runner import LoadResult, arrival_offsets, run_load
 from benchmarks.stream import SSEDecoder, StreamState
 
 __all__ = [

@@ -41,7 +41,7 @@ from typing import Any
 
 from benchmarks.datasets import RequestSpec
 from benchmarks.load import RESULTS
-from benchmarks.runner import run_load
+from benchmarks.offered_load import run_load
 
 # Run-to-run noise measured on this 2-core box (tiny checkpoint, one server, 2026-11-26): our harness alone, six runs
 # back to back of 32 requests × one 448² JPEG at concurrency 4, gave 4.97-7.19 req/s (median 6.55: -24 %/+10 %).

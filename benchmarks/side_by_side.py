@@ -32,8 +32,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.offered_load import run_load
 from benchmarks.probes import RssSampler, idle_health, percentiles, probe_health
-from benchmarks.runner import run_load
 from benchmarks.side_by_side_report import median_runs, publish, saved_workloads
 from benchmarks.targets import ENGINE, ROOT, SERVED_NAME, child_env, running_server
 from benchmarks.workloads import WORKLOADS, Workload

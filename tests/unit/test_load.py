@@ -18,8 +18,8 @@ from PIL import Image
 
 from benchmarks import load
 from benchmarks.datasets import RequestSpec, image_dimensions, make_dataset
+from benchmarks.offered_load import LoadResult, arrival_offsets, run_load
 from benchmarks.report import RequestRecord, meets_slo, parse_slo, percentile, stats_ms, summarize
-from benchmarks.runner import LoadResult, arrival_offsets, run_load
 from benchmarks.stream import SSEDecoder, StreamState
 
 
