@@ -307,7 +307,8 @@ def _mock_server(seen: list[dict[str, Any]]) -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
-def test_run_load_sends_streamed_greedy_requests_and_records_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def _serve_mock(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every httpx.AsyncClient the harness makes talks to the mock server; returns the bodies it receives."""
     seen: list[dict[str, Any]] = []
     transport = _mock_server(seen)
     real_client = httpx.AsyncClient
@@ -317,6 +318,11 @@ def test_run_load_sends_streamed_greedy_requests_and_records_errors(monkeypatch:
         return real_client(transport=transport, **kwargs)
 
     monkeypatch.setattr(httpx, "AsyncClient", client)
+    return seen
+
+
+def test_run_load_sends_streamed_greedy_requests_and_records_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _serve_mock(monkeypatch)
     specs = [*make_dataset("text", 3, output_len=4), RequestSpec("refuse me", (), None, 4)]
     result = asyncio.run(run_load("http://test", "m", specs, concurrency=2, api_key="sk-x"))
     s = result.summary()
@@ -330,15 +336,7 @@ def test_run_load_sends_streamed_greedy_requests_and_records_errors(monkeypatch:
 
 
 def test_the_command_sweeps_and_writes_its_result_document(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
-    transport = _mock_server(seen)
-    real_client = httpx.AsyncClient
-
-    def client(**kwargs: Any) -> httpx.AsyncClient:
-        kwargs.pop("limits", None)
-        return real_client(transport=transport, **kwargs)
-
-    monkeypatch.setattr(httpx, "AsyncClient", client)
+    seen = _serve_mock(monkeypatch)
     argv = ["--url", "http://test", "--model", "m", "--dataset", "text", "--num-requests", "3", "--output-len", "2"]
     argv += ["--sweep-concurrency", "1,2", "--warmup", "1", "--no-progress", "--out", str(tmp_path)]
     assert load.main(argv) == 0
