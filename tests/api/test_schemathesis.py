@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,8 @@ from server.engine.fake import FakeEngine
 
 CHAT = "/v1/chat/completions"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# The refusals of server/schemas/tools.py's check_json_schema: what an OpenAPI document cannot state about a schema.
+SCHEMA_REFUSAL = re.compile(r"not a valid JSON schema at|the schema takes \d+ bytes|the schema nests deeper than")
 VALID_MESSAGES: list[Any] = [{"role": "user", "content": "Describe the picture."}]
 ENGINE = FakeEngine()
 APP = create_app(
@@ -90,12 +93,15 @@ def _aim_at_the_handler(case: schemathesis.Case[Any]) -> None:
 
 def _checks_that_do_not_apply(case: schemathesis.Case[Any], response: schemathesis.Response) -> list[Any]:
     """A valid request may still be refused for what the document cannot know (an unknown model, media that cannot be
-    fetched or more of them than the server takes, a completion limit beyond the context window): schema-valid chats
-    must be accepted only with a served model and a valid conversation, unless the completion limit does not fit."""
+    fetched or more of them than the server takes, a completion limit beyond the context window, a tool's or response
+    format's JSON schema that breaks the JSON Schema meta-schema or the schema size limits): schema-valid chats must be
+    accepted only with a served model and a valid conversation, unless one of those refusals applies."""
     excluded = []
     aimed = isinstance(case.body, dict) and case.body.get("messages") is VALID_MESSAGES
-    too_long = response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
-    if case.operation.path != CHAT or not aimed or too_long:
+    error = response.json().get("error", {}) if response.status_code == 400 else {}
+    too_long = error.get("code") == "context_length_exceeded"
+    bad_schema = error.get("code") == "invalid_value" and SCHEMA_REFUSAL.search(error.get("message", "")) is not None
+    if case.operation.path != CHAT or not aimed or too_long or bad_schema:
         excluded.append(positive_data_acceptance)
     return excluded
 
