@@ -211,7 +211,7 @@ def _call_pieces(piece: Piece) -> list[ToolCallDeltaOut]:
 
 def _chunk_choice(req: ChatCompletionRequest, output: OutputSpec, piece: Piece) -> ChunkChoice | None:
     delta = piece.delta
-    calls = _call_pieces(piece)
+    calls = _call_pieces(piece) if delta.tool_calls else []
     reason = None
     if delta.finish_reason is not None:
         reason = _openai_reason(delta.finish_reason, output, bool(piece.choice.tool_calls))

@@ -48,8 +48,9 @@ class ChoiceState:
                 state.name = call.name
             if call.arguments:
                 state.arguments.append(call.arguments)
-        self.logprobs.extend(delta.logprobs)
-        self.logprob_chars += sum(len(item.token) for item in delta.logprobs)
+        if delta.logprobs:
+            self.logprobs.extend(delta.logprobs)
+            self.logprob_chars += sum(len(item.token) for item in delta.logprobs)
         self.tokens += len(delta.token_ids)
         if delta.finish_reason is not None:
             if delta.finish_reason == "abort":
@@ -57,7 +58,7 @@ class ChoiceState:
             self.finish_reason = delta.finish_reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Piece:
     """One choice's share of one engine step, as applied: what a streaming API shapes into a chunk."""
 
@@ -65,6 +66,9 @@ class Piece:
     choice: ChoiceState  # the choice after it
     new_calls: frozenset[int]  # indices of the tool calls that first appear in this delta
     logprob_offset: int  # where this delta's first logprob token starts in the choice's text
+
+
+NO_CALLS: frozenset[int] = frozenset()
 
 
 def _call_id() -> str:
@@ -81,13 +85,18 @@ def keep_allowed_calls(delta: ChoiceDelta, output: OutputSpec) -> ChoiceDelta:
 def apply_step(step: EngineStep, choices: Sequence[ChoiceState], output: OutputSpec) -> list[Piece]:
     """Apply one engine step to the choices it concerns; the pieces say what changed, in the step's order."""
     pieces: list[Piece] = []
-    for raw in step.choices:
+    for raw in step.choices:  # per token of every stream: the common case (no tool call) stays cheap
         choice = choices[raw.index]
-        delta = keep_allowed_calls(raw, output)
-        known, offset = set(choice.tool_calls), choice.logprob_chars
-        choice.add(delta)
-        new_calls = frozenset(call.index for call in delta.tool_calls if call.index not in known)
-        pieces.append(Piece(delta=delta, choice=choice, new_calls=new_calls, logprob_offset=offset))
+        offset = choice.logprob_chars
+        if raw.tool_calls:
+            delta = keep_allowed_calls(raw, output)
+            known = set(choice.tool_calls)
+            choice.add(delta)
+            new_calls = frozenset(call.index for call in delta.tool_calls if call.index not in known)
+        else:
+            delta, new_calls = raw, NO_CALLS
+            choice.add(delta)
+        pieces.append(Piece(delta, choice, new_calls, offset))
     return pieces
 
 
