@@ -4,7 +4,7 @@
 * a start that failed: every probe 503 with the reason;
 * saturated (admission full): ``/ready`` 503 while the load lasts and 200 again once it ends; ``/health`` stays 200.
 
-The "model still loading" state (no engine yet) needs the real engine's start: tests/e2e/test_stall_and_drain.py
+The "model still loading" state (no engine yet) needs the real engine's start: tests/e2e/test_startup_states.py
 records the probes of a real server process from its first answer to ready.
 """
 
