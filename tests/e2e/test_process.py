@@ -248,12 +248,15 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
 
 
 def test_engine_failure_fails_in_flight_requests_and_exits_non_zero(tmp_path: Path) -> None:
-    with server_process(tmp_path, max_model_len=LONG_CONTEXT) as server:
+    # The engine core can run far ahead of what the client has read on this box (a whole 8000-token answer done at
+    # the engine while the client holds its first chunks), so this stream asks for 32000 tokens: still generating when
+    # the kill lands.
+    with server_process(tmp_path, max_model_len=4 * LONG_CONTEXT // 2) as server:
         events: list[str] = []
         live = threading.Event()
 
         def stream() -> None:
-            request = body("Go on.", stream=True, max_tokens=LONG, ignore_eos=True)
+            request = body("Go on.", stream=True, max_tokens=32000, ignore_eos=True)
             with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=request, timeout=60) as r:
                 live.set()  # a stream's headers leave with its first token: it is generating
                 events.extend(line for line in r.iter_lines() if line)
