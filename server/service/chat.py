@@ -134,9 +134,11 @@ class ChatJob:
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     output: OutputSpec = field(init=False)
+    model: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.output = output_spec(self.req)
+        self.model = self.engine.model.name  # read once, not per chunk
 
     async def prepare(self) -> EngineRequest:
         model = self.engine.model
@@ -163,8 +165,9 @@ class ChatJob:
         )
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
-        model = self.engine.model.name
-        return ChatCompletionChunk(id=self.request_id, created=self.created, model=model, choices=choices, usage=usage)
+        return ChatCompletionChunk(
+            id=self.request_id, created=self.created, model=self.model, choices=choices, usage=usage
+        )
 
     def opening(self, choices: Sequence[ChoiceState]) -> Iterable[ChatCompletionChunk]:
         yield self._chunk([ChunkChoice(index=c.index, delta=Delta(role="assistant", content="")) for c in choices])
@@ -181,7 +184,7 @@ class ChatJob:
         return ChatCompletion(
             id=self.request_id,
             created=self.created,
-            model=self.engine.model.name,
+            model=self.model,
             choices=[_choice(self.req, self.output, c) for c in choices],
             usage=usage,
         )
