@@ -4,13 +4,16 @@ Drain (SIGTERM): readiness turns 503 and new requests are refused at once; reque
 ``--drain-timeout``; what is still running then is aborted (streams end with a final SSE error event, others with a JSON
 error), requests still waiting for admission are refused; then the server stops and the process exits 0.
 
-Watchdog: the engine's health is checked every ``interval_s``; once it is dead (or wedged), in-flight requests have
-already failed with errors, liveness says 503, and the process is asked to exit non-zero so the orchestrator restarts it.
+Watchdog: the engine's health is checked every ``interval_s``; once it is dead (or wedged), the verdict stands
+(``state.engine_failure``: the probes say 503 and new requests are refused until the process exits), what is in flight is aborted as at the drain deadline (a dead engine has already failed its requests; a wedged one would leave
+them waiting forever, so their streams get their final error event too), and the process is asked to exit non-zero so
+the orchestrator restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from server.api.state import AppState
@@ -35,12 +38,20 @@ async def drain(state: AppState, timeout_s: float) -> None:
     if not state.busy:
         logger.info("drained")
         return
-    refused = (
-        state.admission.reject_waiting(EngineUnavailableError("the server is shutting down")) if state.admission else 0
-    )
-    aborted = await state.engine.abort_all() if state.engine is not None else 0
+    aborted, refused = await _abort_everything(state, "the server is shutting down")
     logger.warning("drain deadline passed: aborted %d running and refused %d waiting requests", aborted, refused)
     await _settle(state, FLUSH_S)
+
+
+async def _abort_everything(state: AppState, reason: str) -> tuple[int, int]:
+    """Refuse the requests waiting for admission and abort the running ones (each gets its error: a stream its final
+    SSE error event). The abort is bounded: an engine that cannot take it must not hold the server up."""
+    refused = state.admission.reject_waiting(EngineUnavailableError(reason)) if state.admission else 0
+    aborted = 0
+    if state.engine is not None:
+        with contextlib.suppress(Exception):
+            aborted = await asyncio.wait_for(state.engine.abort_all(), FLUSH_S)
+    return aborted, refused
 
 
 async def watchdog(state: AppState, interval_s: float) -> None:
@@ -53,5 +64,10 @@ async def watchdog(state: AppState, interval_s: float) -> None:
         except EngineUnavailableError as exc:
             logger.error("engine failure (%s): stopping with exit code 1", exc.message)
             state.exit_code = 1
+            state.engine_failure = exc.message
+            aborted, refused = await _abort_everything(state, "the inference engine has stopped")
+            if aborted or refused:
+                logger.warning("aborted %d running and refused %d waiting requests", aborted, refused)
+                await _settle(state, FLUSH_S)
             state.request_exit(1)
             return

@@ -21,6 +21,8 @@ async def health(state: StateDep) -> JSONResponse:
         return JSONResponse({"status": "failed", "reason": state.start_error}, status_code=503)
     if state.engine is None:
         return JSONResponse({"status": "starting"})
+    if state.engine_failure is not None:
+        return JSONResponse({"status": "dead"}, status_code=503)
     try:
         await state.engine.check_health()
     except EngineUnavailableError:
@@ -41,6 +43,8 @@ async def startup(state: StateDep) -> JSONResponse:
 @router.get("/ready", response_model=ProbeStatus, responses=probe_responses())
 async def ready(state: StateDep) -> JSONResponse:
     """200 only after the engine is up and the warm-up request (an image and a short video) has completed."""
+    if state.engine_failure is not None:
+        return JSONResponse({"status": "dead"}, status_code=503)
     if state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     if not state.ready or state.engine is None:

@@ -32,10 +32,17 @@ class AppState:
     draining: bool = False
     starting: bool = True
     start_error: str | None = None
+    # Set by the watchdog once it condemns the engine (dead or wedged): the probes say so until the process exits.
+    engine_failure: str | None = None
     started_at: float = field(default_factory=time.time)
     # Set by the process runner (__main__): ask the server to stop with an exit code (engine death → non-zero).
     request_exit: Callable[[int], None] = field(default=lambda code: None)
     exit_code: int = 0
+
+    @property
+    def stopping(self) -> bool:
+        """Draining, or exiting after an engine failure: new requests are refused at the door."""
+        return self.draining or self.engine_failure is not None
 
     @property
     def busy(self) -> int:

@@ -1,27 +1,36 @@
-"""README's startup states on a real server process and the real engine: from its first answer until ready, each probe
-answers for the loading state, then changes once to its answer for a started engine (/ready after the warm-up), and a
-request sent while loading gets 503.
+"""README's startup and drain claims on one real server process and the real engine:
+
+* from its first answer until ready, each probe answers for the loading state, then changes once to its answer for a
+  started engine (/ready after the warm-up), and a request sent while loading gets 503;
+* a drain whose ``--drain-timeout`` passes with requests still running cuts them at the deadline (a stream with an SSE
+  error event and ``[DONE]``, a whole answer with a JSON error), and the process exits 0 (last: it stops the server).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.e2e.process import ServerProcess, listening_port
 
 pytestmark = pytest.mark.e2e
 
+DRAIN_TIMEOUT_S = 3.0
+LONG_CONTEXT = 32768
+LONG = 32000  # tokens: the engine cannot have produced them all within a second of the first
 CHAT = {"model": "tiny-qwen3vl", "messages": [{"role": "user", "content": "Keep going."}]}
 
 
@@ -42,7 +51,8 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     recorded until /ready says 200."""
     log_path = tmp_path_factory.mktemp("stall") / "server.log"
     args = [
-        sys.executable, "-m", "server", "--port", "0", "--enforce-eager", "--max-model-len", "4096",
+        sys.executable, "-m", "server", "--port", "0", "--enforce-eager", "--max-model-len", str(LONG_CONTEXT),
+        "--drain-timeout", str(DRAIN_TIMEOUT_S),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     with log_path.open("wb") as log:
@@ -87,3 +97,75 @@ def test_while_the_model_loads_the_process_is_live_not_started_and_requests_get_
     assert started.early_chat.status_code == 503, started.early_chat.text
     error = started.early_chat.json()["error"]
     assert error["code"] == "engine_unavailable", error
+
+
+class Request:
+    """A chat request in a thread. ``headers`` is set when its status arrives (a stream's leave with its first token)."""
+
+    def __init__(self, server: ServerProcess, body: dict[str, Any]) -> None:
+        self.headers = threading.Event()
+        self.status = 0
+        self.lines: list[str] = []
+        self.error: BaseException | None = None
+        self.ended_at = 0.0
+        self._thread = threading.Thread(target=self._run, args=(server, body), daemon=True)
+        self._thread.start()
+
+    def _run(self, server: ServerProcess, body: dict[str, Any]) -> None:
+        try:
+            with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as response:
+                self.status = response.status_code
+                self.headers.set()
+                self.lines = [line for line in response.iter_lines() if line]
+        except httpx.HTTPError as exc:
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+            self.headers.set()
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_drain_cuts_what_still_runs_at_its_deadline_and_exits_zero(started: Started) -> None:
+    server = started.server
+    running = "qwen3vl_requests_running"
+    wait_for(lambda: server.metric(running) == 0, 60, "the server is still busy with an earlier request")
+    long_body = {**CHAT, "max_tokens": LONG, "ignore_eos": True}
+    stream = Request(server, {**long_body, "stream": True})
+    assert stream.headers.wait(120) and stream.status == 200, (stream.status, stream.error)
+    # The engine stops now, so nothing in flight can finish, however far its core ran ahead of the API process.
+    core = server.engine_core()
+    stalled = [core, *core.children(recursive=True)]
+    for process in stalled:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        whole = Request(server, long_body)  # admitted, then waits for a first token that cannot come
+        wait_for(lambda: server.metric(running) == 2, 60, "the second request was not admitted")
+        sent = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        wait_for(lambda: probe(server, "/ready") == (503, {"status": "draining"}), 30, "readiness still 200")
+        assert stream.join(DRAIN_TIMEOUT_S + 60) and whole.join(60), "a request outlived the drain"
+    finally:
+        for process in stalled:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGCONT)
+    # Cut at the deadline, not before it (the drain waited) and not long after (the abort ended them).
+    for request in (stream, whole):
+        assert request.error is None, request.error
+        assert DRAIN_TIMEOUT_S - 0.5 <= request.ended_at - sent <= DRAIN_TIMEOUT_S + 30, request.ended_at - sent
+    assert stream.lines[-1] == "data: [DONE]", stream.lines[-3:]
+    events = [json.loads(line[6:]) for line in stream.lines[:-1] if line.startswith("data: ")]
+    assert events[-1]["error"]["code"] == "engine_unavailable", events[-1]
+    assert not any(c.get("finish_reason") for e in events[:-1] for c in e.get("choices", ())), "it was not cut"
+    assert whole.status == 503, whole.lines
+    assert json.loads(whole.lines[0])["error"]["code"] == "engine_unavailable", whole.lines
+    assert server.process.wait(timeout=120) == 0, server.log()[-3000:]
