@@ -13,6 +13,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,21 +42,33 @@ from server.schemas.completions import CompletionChunk
 from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
+from server.service.fleet import Phase, Seat
 from server.service.runner import GenerationRunner
 from server.service.warmup import warm_up
 
 if TYPE_CHECKING:
-    from server.engine.vllm import EngineOptions
+    from server.engine.vllm_options import ClientSlot, EngineOptions
 
 logger = logging.getLogger(__name__)
 
 Lifespan = Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    state = AppState(settings=settings, metrics=GatewayMetrics())
+@dataclass(frozen=True)
+class Attached:
+    """An API process among several in front of one engine core that a supervisor started (``--api-workers``): its
+    seat in the fleet, its place among vLLM's clients, and the engine options the supervisor resolved (model path,
+    served name, reasoning parser) so every process serves the same."""
+
+    seat: Seat
+    slot: ClientSlot
+    options: EngineOptions
+
+
+def create_app(settings: Settings, engine: Engine | None = None, attached: Attached | None = None) -> FastAPI:
+    state = AppState(settings=settings, metrics=GatewayMetrics(), seat=attached.seat if attached else None)
     policy = fetch_policy(settings)  # a refused --media-allowed-networks entry fails the start here, not a request
-    app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=_lifespan(state, policy, engine))
+    app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=_lifespan(state, policy, engine, attached))
     app.state.qwen3vl = state
     for router in (chat.router, completions.router, models.router, health.router, metrics.router):
         app.include_router(router)
@@ -130,7 +143,7 @@ def media_limits(settings: Settings) -> MediaLimits:
     )
 
 
-def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None) -> Lifespan:
+def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attached: Attached | None) -> Lifespan:
     """Start-up and shutdown: the media stage, then the engine in the background (or the given one at once)."""
     settings = state.settings
 
@@ -143,7 +156,7 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None) -> Li
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
-        starter = asyncio.create_task(_bring_up(state, media, engine), name="engine-start")
+        starter = asyncio.create_task(_bring_up(state, media, engine, attached), name="engine-start")
         guard_dog = asyncio.create_task(
             lifecycle.watchdog(state, settings.engine_health_interval), name="engine-watchdog"
         )
@@ -221,38 +234,52 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
         max_running_tokens=settings.admission_max_running_tokens or 16 * engine.model.max_model_len,
         max_wait_s=settings.admission_max_wait,
     )
-    state.admission = Admission(limits, state.metrics.admission)
+    ledger = (
+        state.seat.fleet.ledger if state.seat is not None else None
+    )  # the whole server's limits, not this process's
+    state.admission = Admission(limits, state.metrics.admission, ledger)
     state.engine = engine
     runner = state.runner = GenerationRunner(engine, state.admission, state.metrics.generation)
     state.chat = ChatService(runner, media)
     state.completions = CompletionService(runner)
 
 
-async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None) -> None:
+async def _bring_up(state: AppState, media: MediaLoader, given: Engine | None, attached: Attached | None) -> None:
     try:
         if given is None:
             # The decode workers first (a second or so): a kernel without seccomp fails the start, not a request.
             await media.pool.start()
-            engine = await asyncio.to_thread(_start_vllm, state.settings)
+            engine = await asyncio.to_thread(_start_vllm, state.settings, attached)
             _serve_with(state, engine, media)
         else:
             engine = given
+        state.set_phase(Phase.STARTED)
         if state.settings.warmup:
             await warm_up(engine, with_video=media.limits.max_videos_per_request > 0)
         state.ready = True
+        state.set_phase(Phase.READY)
         logger.info("ready: serving model '%s'", engine.model.name)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
         state.start_error = type(exc).__name__
+        state.set_phase(Phase.FAILED)
         logger.exception("the engine failed to start")
     finally:
         state.starting = False
 
 
-def _start_vllm(settings: Settings) -> Engine:
-    from offline import tiny
+def _start_vllm(settings: Settings, attached: Attached | None = None) -> Engine:
     from server.engine.vllm import VllmEngine
+
+    if attached is not None:
+        return VllmEngine.start(attached.options, wedged_after_s=settings.engine_wedged_after, slot=attached.slot)
+    return VllmEngine.start(resolve_options(settings), wedged_after_s=settings.engine_wedged_after)
+
+
+def resolve_options(settings: Settings) -> EngineOptions:
+    """The engine options for these settings, the embedded demo checkpoint built (once, cached) if no model is given."""
+    from offline import tiny
 
     if settings.model is None:
         path = tiny.cached_checkpoint(settings.cache_dir, moe=settings.tiny_moe, thinking=settings.tiny_thinking)
@@ -264,8 +291,7 @@ def _start_vllm(settings: Settings) -> Engine:
         )
     else:
         model, is_demo = settings.model, False
-    options = engine_options(settings, model, is_demo=is_demo)
-    return VllmEngine.start(options, wedged_after_s=settings.engine_wedged_after)
+    return engine_options(settings, model, is_demo=is_demo)
 
 
 def _default_name(model: str, *, is_demo: bool, settings: Settings) -> str:
@@ -280,7 +306,7 @@ def _default_name(model: str, *, is_demo: bool, settings: Settings) -> str:
 
 def engine_options(settings: Settings, model: str, *, is_demo: bool = False) -> EngineOptions:
     """The engine arguments a Settings object asks for (also what the profile tests hand to vLLM's own parser)."""
-    from server.engine.vllm import EngineOptions
+    from server.engine.vllm_options import EngineOptions
 
     name = settings.served_model_name or _default_name(model, is_demo=is_demo, settings=settings)
     return EngineOptions(

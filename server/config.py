@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # --- HTTP ---------------------------------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes in front of one engine core (vLLM's multi-client front end): each has its own event "
+        "loop and media workers, and they share the listening socket, the admission limits and the metrics.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="text: human-readable; json: one JSON object per line, plus a JSON access line per request."

@@ -18,6 +18,7 @@ import logging
 
 from server.api.state import AppState
 from server.errors import EngineUnavailableError
+from server.service.fleet import Phase
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,14 @@ async def watchdog(state: AppState, interval_s: float) -> None:
         if state.engine is None or state.draining:
             continue
         try:
+            if state.seat is not None and state.seat.fleet.engine_dead:  # the supervisor saw its process exit
+                raise EngineUnavailableError("the inference engine has stopped")
             await state.engine.check_health()
         except EngineUnavailableError as exc:
             logger.error("engine failure (%s): stopping with exit code 1", exc.message)
             state.exit_code = 1
             state.engine_failure = exc.message
+            state.set_phase(Phase.FAILED)
             aborted, refused = await _abort_everything(state, "the inference engine has stopped")
             if aborted or refused:
                 logger.warning("aborted %d running and refused %d waiting requests", aborted, refused)

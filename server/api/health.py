@@ -21,7 +21,7 @@ async def health(state: StateDep) -> JSONResponse:
         return JSONResponse({"status": "failed", "reason": state.start_error}, status_code=503)
     if state.engine is None:
         return JSONResponse({"status": "starting"})
-    if state.engine_failure is not None:
+    if state.failed:
         return JSONResponse({"status": "dead"}, status_code=503)
     try:
         await state.engine.check_health()
@@ -35,7 +35,7 @@ async def startup(state: StateDep) -> JSONResponse:
     """For a Kubernetes startupProbe: 503 while the model loads (minutes for a 235B checkpoint), 200 once it is up."""
     if state.start_error is not None:
         return JSONResponse({"status": "failed", "reason": state.start_error}, status_code=503)
-    if state.engine is None:
+    if not state.all_started:
         return JSONResponse({"status": "loading"}, status_code=503)
     return JSONResponse({"status": "started"})
 
@@ -43,11 +43,11 @@ async def startup(state: StateDep) -> JSONResponse:
 @router.get("/ready", response_model=ProbeStatus, responses=probe_responses())
 async def ready(state: StateDep) -> JSONResponse:
     """200 only after the engine is up and the warm-up request (an image and a short video) has completed."""
-    if state.engine_failure is not None:
+    if state.failed:
         return JSONResponse({"status": "dead"}, status_code=503)
     if state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
-    if not state.ready or state.engine is None:
+    if not state.all_ready or state.engine is None:
         return JSONResponse({"status": "starting" if state.start_error is None else "failed"}, status_code=503)
     if state.admission is not None and state.admission.saturated:
         return JSONResponse({"status": "saturated"}, status_code=503)

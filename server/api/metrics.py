@@ -2,18 +2,23 @@
 
 vLLM's in-process engine registers its metrics in ``prometheus_client.REGISTRY``; ours live in a registry per app so that
 several apps (tests) never collide. ``/metrics`` renders both.
+
+With several API processes (``--api-workers``) prometheus-client runs in multiprocess mode (the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` before it spawns anything): every process's samples, ours and vLLM's, are in that folder, and
+``/metrics`` renders them all, whichever process answers (counters summed, our gauges summed over live processes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 import prometheus_client
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import MediaError, ServerError
@@ -28,6 +33,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._multiprocess = os.environ.get("PROMETHEUS_MULTIPROC_DIR") is not None
         self.requests = Counter(
             "qwen3vl_http_requests",
             "HTTP requests by route, method and status code.",
@@ -57,6 +63,10 @@ class GatewayMetrics:
             self.media.rejections.labels(error.code).inc()
 
     def render(self) -> bytes:
+        if self._multiprocess:
+            everyone = CollectorRegistry()
+            multiprocess.MultiProcessCollector(everyone)  # type: ignore[no-untyped-call]
+            return prometheus_client.generate_latest(everyone)
         return prometheus_client.generate_latest(self.registry) + prometheus_client.generate_latest(
             prometheus_client.REGISTRY
         )

@@ -16,6 +16,7 @@ from server.errors import EngineUnavailableError
 from server.service.admission import Admission
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
+from server.service.fleet import Phase, Seat
 from server.service.runner import GenerationRunner
 
 
@@ -38,6 +39,25 @@ class AppState:
     # Set by the process runner (__main__): ask the server to stop with an exit code (engine death → non-zero).
     request_exit: Callable[[int], None] = field(default=lambda code: None)
     exit_code: int = 0
+    # With --api-workers N: this process's place among the N (the probes answer for all of them).
+    seat: Seat | None = None
+
+    def set_phase(self, phase: Phase) -> None:
+        if self.seat is not None:
+            self.seat.set_phase(phase)
+
+    @property
+    def failed(self) -> bool:
+        """The engine was condemned: by this process's watchdog, or (with several) by another's or the supervisor."""
+        return self.engine_failure is not None or (self.seat is not None and self.seat.any_failed)
+
+    @property
+    def all_started(self) -> bool:
+        return self.engine is not None and (self.seat is None or self.seat.all_started)
+
+    @property
+    def all_ready(self) -> bool:
+        return self.ready and self.engine is not None and (self.seat is None or self.seat.all_ready)
 
     @property
     def stopping(self) -> bool:

@@ -13,10 +13,10 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from server.engine.base import EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.vllm_options import ClientSlot, EngineOptions, engine_args, resolve_reasoning_parser
 from server.engine.vllm_output import (
     ChoiceParser,
     OutputParsing,
@@ -38,89 +38,6 @@ from server.errors import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EngineOptions:
-    """What the adapter needs to start vLLM (built from Settings by the app)."""
-
-    model: str
-    served_model_name: str
-    is_demo: bool = False
-    max_model_len: int | None = None
-    dtype: str = "auto"
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_num_seqs: int | None = None
-    kv_cache_memory_bytes: int | None = None
-    limit_mm_per_prompt: Mapping[str, int] | None = None
-    enforce_eager: bool = False
-    trust_remote_code: bool = False
-    seed: int = 0
-    multiprocessing: bool = True
-    tool_call_parser: str | None = "hermes"  # vLLM's name; Qwen3-VL writes hermes-style <tool_call> JSON blocks
-    reasoning_parser: str | None = "auto"  # auto: qwen3 when the chat template opens <think> (Thinking checkpoints)
-    structured_outputs_backend: str = "xgrammar"
-    compact_json: bool = True  # grammars allow no free whitespace in JSON (a weak model cannot pad until max_tokens)
-    extra: Mapping[str, Any] | None = None
-
-
-def _engine_args(options: EngineOptions) -> Any:
-    from vllm.config import StructuredOutputsConfig
-    from vllm.engine.arg_utils import AsyncEngineArgs
-
-    kwargs: dict[str, Any] = {
-        "model": options.model,
-        "served_model_name": [options.served_model_name],
-        "dtype": options.dtype,
-        "tensor_parallel_size": options.tensor_parallel_size,
-        "gpu_memory_utilization": options.gpu_memory_utilization,
-        "enforce_eager": options.enforce_eager,
-        "trust_remote_code": options.trust_remote_code,
-        "seed": options.seed,
-    }
-    if options.max_model_len is not None:
-        kwargs["max_model_len"] = options.max_model_len
-    if options.max_num_seqs is not None:
-        kwargs["max_num_seqs"] = options.max_num_seqs
-    if options.kv_cache_memory_bytes is not None:
-        kwargs["kv_cache_memory_bytes"] = options.kv_cache_memory_bytes
-    if options.limit_mm_per_prompt is not None:
-        kwargs["limit_mm_per_prompt"] = dict(options.limit_mm_per_prompt)
-    if not options.multiprocessing:
-        kwargs["distributed_executor_backend"] = "uni"
-    structured: dict[str, Any] = {
-        "backend": options.structured_outputs_backend,
-        "disable_any_whitespace": options.compact_json,
-    }
-    if options.reasoning_parser not in (None, "auto"):
-        # The grammar of a structured output starts after the reasoning, as vLLM decides with this parser.
-        structured["reasoning_parser"] = options.reasoning_parser
-    # An object, not a dict: vLLM writes a profile's engine-level reasoning_parser into it (a dict breaks engine start).
-    kwargs["structured_outputs_config"] = StructuredOutputsConfig(**structured)
-    kwargs.update(options.extra or {})
-    return AsyncEngineArgs(**kwargs)
-
-
-def resolve_reasoning_parser(options: EngineOptions) -> EngineOptions:
-    """``auto``: vLLM's ``qwen3`` reasoning parser when the checkpoint's chat template opens a ``<think>`` block for
-    the answer (the Qwen3-VL Thinking editions), none otherwise."""
-    if options.reasoning_parser != "auto":
-        return options
-    from vllm.tokenizers import get_tokenizer
-
-    tokenizer = get_tokenizer(options.model, trust_remote_code=options.trust_remote_code)
-    try:
-        prompt = str(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
-            )
-        )
-    except Exception:  # no usable chat template: nothing to detect
-        prompt = ""
-    thinking = prompt.rstrip().endswith("<think>")
-    logger.info("reasoning parser: %s", "qwen3 (the chat template opens <think>)" if thinking else "none")
-    return replace(options, reasoning_parser="qwen3" if thinking else None)
-
-
 class VllmEngine:
     """``Engine`` over an in-process ``AsyncLLM`` (its engine core runs in a child process unless told otherwise)."""
 
@@ -140,14 +57,28 @@ class VllmEngine:
         self._output = OutputParsing(self._tokenizer, parsers or ParserNames(), llm.model_config, compact_json=compact)
 
     @classmethod
-    def start(cls, options: EngineOptions, wedged_after_s: float = 120.0) -> VllmEngine:
-        """Start vLLM (blocking: seconds on a CPU, minutes for a large checkpoint on GPUs)."""
+    def start(cls, options: EngineOptions, wedged_after_s: float = 120.0, slot: ClientSlot | None = None) -> VllmEngine:
+        """Start vLLM (blocking: seconds on a CPU, minutes for a large checkpoint on GPUs). With a ``slot``, the engine
+        core runs already (the supervisor started it) and this process becomes one of its API clients."""
         if not options.multiprocessing:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         options = resolve_reasoning_parser(options)
-        llm = AsyncLLM.from_engine_args(_engine_args(options))
+        args = engine_args(options)
+        if slot is None:
+            llm = AsyncLLM.from_engine_args(args)
+        else:
+            args._api_process_count, args._api_process_rank = slot.count, slot.index
+            llm = AsyncLLM.from_vllm_config(
+                args.create_engine_config(UsageContext.OPENAI_API_SERVER),
+                usage_context=UsageContext.OPENAI_API_SERVER,
+                disable_log_stats=args.disable_log_stats,
+                client_addresses=dict(slot.addresses),
+                client_count=slot.count,
+                client_index=slot.index,
+            )
         info = ModelInfo(
             name=options.served_model_name,
             path=options.model,

@@ -40,7 +40,10 @@ class MediaMetrics:
             registry=registry,
         )
         self.workers = Gauge(
-            "qwen3vl_media_decode_workers", "Live sandboxed media decode worker processes.", registry=registry
+            "qwen3vl_media_decode_workers",
+            "Live sandboxed media decode worker processes.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.worker_deaths = Counter(
             "qwen3vl_media_decode_worker_deaths",
@@ -53,4 +56,5 @@ class MediaMetrics:
             "qwen3vl_media_decode_budget_used_bytes",
             "Estimated decoded bytes held by jobs in flight (bounded by --media-decode-budget-bytes).",
             registry=registry,
+            multiprocess_mode="livesum",  # per API process; their sum with --api-workers
         )

@@ -9,6 +9,7 @@ it wrote. On ``MemoryError`` it exits with ``MEMORY_EXIT`` so that the server re
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import mmap
@@ -35,6 +36,17 @@ def _preload() -> None:
         importlib.import_module(f"PIL.{plugin}")
 
 
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor but stdio and ``keep``. The server starts workers with close_fds, but uvloop (uvicorn's
+    event loop) ignores it: without this a decoder would hold whatever inheritable descriptors the server had (with
+    ``--api-workers``, its listening socket: a connection handed to no process that reads it)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, already closed
+                os.close(fd)
+
+
 def _private_pipes() -> tuple[int, int]:
     """Move the control pipes off fds 0/1, so that nothing a library prints can corrupt the protocol."""
     control_in, control_out = os.dup(0), os.dup(1)
@@ -50,6 +62,7 @@ def main(argv: list[str]) -> int:
     from server.media import decode, sandbox, wire
 
     sandbox.die_with_parent()
+    _close_inherited({config["in_fd"], config["out_fd"]})
     control_in, control_out = _private_pipes()
     _preload()
     in_buf = mmap.mmap(config["in_fd"], config["in_bytes"])

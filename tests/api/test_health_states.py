@@ -2,7 +2,9 @@
 
 * engine up, warm-up still running: ``/health`` 200, ``/startup`` 200, ``/ready`` 503;
 * a start that failed: every probe 503 with the reason;
-* saturated (admission full): ``/ready`` 503 while the load lasts and 200 again once it ends; ``/health`` stays 200.
+* saturated (admission full): ``/ready`` 503 while the load lasts and 200 again once it ends; ``/health`` stays 200;
+* one of several API processes (``--api-workers``): each probe answers for the whole server (every process started,
+  every one ready, none condemned the engine), and the engine's death as the supervisor saw it fails each process.
 
 The "model still loading" state (no engine yet) needs the real engine's start: tests/e2e/test_startup_states.py
 records the probes of a real server process from its first answer to ready.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +29,7 @@ from server.config import Settings
 from server.engine.base import EngineRequest, EngineStep
 from server.engine.fake import FakeEngine
 from server.errors import EngineError
+from server.service.fleet import Fleet, Phase, Seat
 from tests.live import uvicorn_thread
 
 BODY = {"model": "fake-qwen3vl", "messages": [{"role": "user", "content": "x"}]}
@@ -133,3 +137,44 @@ def test_ready_is_503_while_admission_is_full_and_200_when_the_load_ends() -> No
                     stream.close()
         wait_for(lambda: engine.in_flight == 0, 30, "the streams' engine requests were never aborted")
         assert ready() == (200, {"status": "ready"})
+
+
+def statuses(client: TestClient) -> dict[str, tuple[int, str]]:
+    return {path: (code, answer["status"]) for path, (code, answer) in probes(client.get).items()}
+
+
+def test_with_several_api_processes_the_probes_answer_for_the_whole_server() -> None:
+    # This process is seat 0 of a fleet of two; seat 1 stands for the other process's state in shared memory.
+    fleet = Fleet(multiprocessing.get_context("spawn"), 2)
+    app = create_app(Settings(warmup=False), engine=FakeEngine())
+    app.state.qwen3vl.seat = Seat(fleet, 0)
+    other = Seat(fleet, 1)
+    with TestClient(app) as client:
+        wait_for(lambda: client.app.state.qwen3vl.ready, 60, "the app never became ready")  # type: ignore[attr-defined]
+        assert fleet.phases()[0] == Phase.READY
+        # The other process's engine client is still being made: the server is live but neither started nor ready.
+        assert statuses(client) == {"/health": (200, "ok"), "/startup": (503, "loading"), "/ready": (503, "starting")}
+        other.set_phase(Phase.STARTED)
+        assert statuses(client) == {"/health": (200, "ok"), "/startup": (200, "started"), "/ready": (503, "starting")}
+        other.set_phase(Phase.READY)
+        assert statuses(client) == {"/health": (200, "ok"), "/startup": (200, "started"), "/ready": (200, "ready")}
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200  # its admission is the fleet's
+        assert (fleet.ledger.running, fleet.ledger.queued) == (0, 0)
+        other.set_phase(Phase.FAILED)  # the other's watchdog condemned the engine: this one says so too
+        assert statuses(client)["/health"] == (503, "dead") and statuses(client)["/ready"] == (503, "dead")
+
+
+def test_the_supervisor_seeing_the_engine_exit_makes_each_process_fail_and_exit_one() -> None:
+    fleet = Fleet(multiprocessing.get_context("spawn"), 1)
+    exits: list[int] = []
+    app = create_app(Settings(warmup=False, engine_health_interval=0.05), engine=FakeEngine())
+    state = app.state.qwen3vl
+    state.seat = Seat(fleet, 0)
+    state.request_exit = exits.append
+    with TestClient(app) as client:
+        wait_for(lambda: state.ready, 60, "the app never became ready")
+        fleet.mark_engine_dead()  # what the supervisor does when the engine core's process exits
+        wait_for(lambda: bool(exits), 60, "the watchdog never asked to exit")
+        assert statuses(client)["/health"] == (503, "dead")
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 503
+    assert exits == [1] and fleet.phases() == [Phase.FAILED]

@@ -620,7 +620,7 @@ def test_leader_worker_set(rendered: dict[str, list[Manifest]], tmp_path: Path) 
     assert pp == size, "one pipeline stage per pod"
     # The override merges into the profile's engine_extra and stays a valid set of vLLM engine arguments.
     from server.app import engine_options
-    from server.engine.vllm import _engine_args
+    from server.engine.vllm_options import engine_args as _engine_args
     from server.settings_loader import load_settings
 
     settings = load_settings(["--profile", profile, "--engine-extra", json.dumps(extra)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import struct
 import time
 import zlib
@@ -219,3 +220,28 @@ async def test_the_budget_queues_jobs_beyond_its_capacity() -> None:
     assert order == ["first", "second"] and budget.used == 0
     async with budget.hold(10_000):  # alone, an oversized job still runs (its worker's memory limit applies)
         assert budget.used == 100
+
+
+def test_a_worker_holds_no_descriptor_of_the_server_even_under_uvloop() -> None:
+    # uvloop (uvicorn's loop) ignores subprocess close_fds: an inheritable descriptor of the server process (with
+    # --api-workers, the listening socket received from the supervisor) would reach every decoder.
+    import uvloop
+
+    def descriptors(pid: int) -> set[str]:
+        return {str(Path(f"/proc/{pid}/fd/{fd}").readlink()) for fd in os.listdir(f"/proc/{pid}/fd")}
+
+    async def started_worker_fds() -> set[str]:
+        pool = DecodePool(PoolConfig(workers=1), MediaMetrics(CollectorRegistry()))
+        try:
+            async with asyncio.timeout(LIMIT_S):
+                await pool.start()
+            (pid,) = pool.pids
+            return await asyncio.to_thread(descriptors, pid)
+        finally:
+            await pool.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        listening.set_inheritable(True)  # as a socket received from the supervisor arrives
+        held = uvloop.run(started_worker_fds())
+        leaked = str(Path(f"/proc/self/fd/{listening.fileno()}").readlink())
+    assert leaked not in held, held

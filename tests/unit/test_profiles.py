@@ -12,7 +12,7 @@ from offline.cli import main
 from offline.configs import bundled_config, bundled_config_name
 from offline.vllm_command import ENGINE_FIELDS, vllm_cli_args
 from server.app import engine_options
-from server.engine.vllm import _engine_args
+from server.engine.vllm_options import engine_args as _engine_args
 from server.profiles import list_profiles, load_profile
 from server.settings_loader import load_settings
 

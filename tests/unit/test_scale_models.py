@@ -14,7 +14,7 @@ from offline.scale import CI_RUNS, SCALE_TP, ScaleModel, scale_model
 from offline.tiny import cached_checkpoint
 from server.app import engine_options
 from server.config import Settings
-from server.engine.vllm import _engine_args
+from server.engine.vllm_options import engine_args as _engine_args
 from server.profiles import Profile, list_profiles, load_profile
 
 PROFILES = list_profiles()
