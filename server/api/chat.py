@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from server.api.body import ModelBodyRoute
 from server.api.respond import respond
 from server.api.state import ChatDep, RunnerDep, StateDep
 from server.schemas.chat import ChatCompletionRequest
 from server.schemas.chat_response import ChatCompletion, ChatCompletionChunk
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
 
-router = APIRouter()
+router = APIRouter(route_class=ModelBodyRoute)  # the body parsed once, from its bytes
 
 
 @router.post(

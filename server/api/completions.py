@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from server.api.body import ModelBodyRoute
 from server.api.respond import respond
 from server.api.state import CompletionsDep, RunnerDep, StateDep
 from server.schemas.completions import Completion, CompletionChunk, CompletionRequest
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses, event_stream
 
-router = APIRouter()
+router = APIRouter(route_class=ModelBodyRoute)  # the body parsed once, from its bytes
 
 
 @router.post(

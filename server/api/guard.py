@@ -87,19 +87,15 @@ class GuardMiddleware:
         shape_token = shape_limits.set(self.config.shape)
         scope.setdefault("state", {})["request_id"] = request_id
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
-            await send(message)
-
         try:
             refusal = self._refuse(scope, headers, request_id)
             if refusal is not None:
-                await _respond(send_with_id, *refusal, extra=self._extra_headers(refusal[0]))
+                extra = [*self._extra_headers(refusal[0]), (b"x-request-id", request_id.encode())]
+                await _respond(send, *refusal, extra=extra)
                 return
             # Media caches are per API key: one tenant can neither hit nor time another's entries (README: Security).
             cache_scope.set(self._scope(headers) if self._keys else "")
-            await self._call_with_body_limit(scope, receive, send_with_id, headers, request_id)
+            await self._call_with_body_limit(scope, receive, send, headers, request_id)
         finally:
             shape_limits.reset(shape_token)
             request_id_var.reset(token)
@@ -191,20 +187,25 @@ class GuardMiddleware:
                     raise BodyTooComplex(item_limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            """The one wrapper every message passes (each SSE chunk too): the start gets the request id; body
+            messages go straight on."""
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                message = {**message, "headers": [*message.get("headers", []), id_header]}
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, send_with_id)
         except BodyTooLarge:
             if not started:
-                await _respond(send, *_too_large(limit, request_id))
+                await _respond(send_with_id, *_too_large(limit, request_id))
         except BodyTooComplex as exc:
             if not started:
-                await _respond(send, *_error(413, exc.detail, exc.code, "invalid_request_error", request_id))
+                await _respond(send_with_id, *_error(413, exc.detail, exc.code, "invalid_request_error", request_id))
 
 
 def _head_bytes(scope: Scope, headers: list[tuple[bytes, bytes]]) -> int:

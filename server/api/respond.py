@@ -88,7 +88,7 @@ async def respond(
         return answer
     run = await until_disconnected(request, runner.start(job, timeout, timings))
     return StreamingResponse(
-        sse.encode(run.chunks(), on_error=state.metrics.count_error),
+        sse.encode(run.batches(), on_error=state.metrics.count_error),
         media_type="text/event-stream",
         # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from pydantic import BaseModel
 
@@ -25,12 +25,14 @@ def event(payload: BaseModel) -> bytes:
 
 
 async def encode(
-    items: AsyncIterator[BaseModel], on_error: Callable[[ServerError], None] | None = None
+    batches: AsyncIterator[Sequence[BaseModel]], on_error: Callable[[ServerError], None] | None = None
 ) -> AsyncIterator[bytes]:
+    """One body message (one write) per batch of chunks known at once; then an error event if the stream failed, and
+    ``[DONE]``."""
     error: ServerError | None = None
     try:
-        async for item in items:
-            yield event(item)
+        async for batch in batches:
+            yield event(batch[0]) if len(batch) == 1 else b"".join(map(event, batch))
     except ServerError as exc:
         logger.info("stream ended with an error: %s", exc.code)
         error = exc

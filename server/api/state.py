@@ -69,27 +69,35 @@ class AppState:
         return 0 if self.admission is None else self.admission.running + self.admission.queued
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency on its thread
+# pool, a thread hand-off each (three per generating request, one per /health probe) for a dictionary lookup.
+
+
+async def get_state(request: Request) -> AppState:
+    return _state(request)
+
+
+def _state(request: Request) -> AppState:
     state: AppState = request.app.state.qwen3vl
     return state
 
 
-def get_chat(request: Request) -> ChatService:
-    state = get_state(request)
+async def get_chat(request: Request) -> ChatService:
+    state = _state(request)
     if state.chat is None:
         raise EngineUnavailableError("the model is still loading; retry shortly")
     return state.chat
 
 
-def get_completions(request: Request) -> CompletionService:
-    state = get_state(request)
+async def get_completions(request: Request) -> CompletionService:
+    state = _state(request)
     if state.completions is None:
         raise EngineUnavailableError("the model is still loading; retry shortly")
     return state.completions
 
 
-def get_runner(request: Request) -> GenerationRunner:
-    state = get_state(request)
+async def get_runner(request: Request) -> GenerationRunner:
+    state = _state(request)
     if state.runner is None:
         raise EngineUnavailableError("the model is still loading; retry shortly")
     return state.runner

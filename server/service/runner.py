@@ -79,15 +79,31 @@ class Run(Generic[ChunkT, AnswerT]):
 
     async def chunks(self) -> AsyncIterator[ChunkT]:
         """Streaming: the job's opening chunks, one chunk per step that shows something, then its closing chunks."""
-        for chunk in self.job.opening(self.choices):
-            yield chunk
-        async with contextlib.aclosing(self.pieces()) as pieces:
-            async for applied in pieces:
-                shaped = self.job.chunk(applied)
-                if shaped is not None:
-                    yield shaped
-        for chunk in self.job.closing(self.usage()):
-            yield chunk
+        async for batch in self.batches():
+            for chunk in batch:
+                yield chunk
+
+    async def batches(self) -> AsyncIterator[list[ChunkT]]:
+        """``chunks``, grouped by what is known at once, so each group leaves in one write: the opening chunks with
+        the first step's (already here), each later step's on its own, and the step that finishes every choice with
+        the closing chunks (its stream ends at once). Never held back waiting for the engine."""
+        batch = list(self.job.opening(self.choices))
+        try:
+            async with contextlib.aclosing(self.pieces()) as pieces:
+                async for applied in pieces:
+                    shaped = self.job.chunk(applied)
+                    if shaped is not None:
+                        batch.append(shaped)
+                    if batch and not all(choice.finish_reason is not None for choice in self.choices):
+                        yield batch
+                        batch = []
+        except Exception:
+            if batch:  # what was shaped before the failure still goes out, before the error
+                yield batch
+            raise
+        batch.extend(self.job.closing(self.usage()))
+        if batch:
+            yield batch
 
     async def answer(self) -> AnswerT:
         """A whole answer: the same stream of pieces, drained, then shaped from the choices it built."""

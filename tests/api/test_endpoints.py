@@ -81,3 +81,24 @@ def test_two_apps_do_not_collide_on_metrics() -> None:
     for _ in range(2):
         with TestClient(create_app(Settings(warmup=False), engine=FakeEngine())) as client:
             assert client.get("/metrics").status_code == 200
+
+
+def test_routes_answer_with_the_thread_pool_exhausted(client: TestClient, engine: FakeEngine) -> None:
+    """No route's dependencies hop to FastAPI's thread pool: /health stays quick however busy that pool is."""
+    import anyio.to_thread
+
+    assert client.portal is not None
+    limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)
+    holders = [object() for _ in range(int(limiter.total_tokens))]
+    for holder in holders:
+        client.portal.call(limiter.acquire_on_behalf_of, holder)
+    try:
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 200
+        assert client.get("/v1/models").status_code == 200
+        body = {"model": engine.model.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert client.post("/v1/completions", json={"model": engine.model.name, "prompt": "hi"}).status_code == 200
+    finally:
+        for holder in holders:
+            client.portal.call(limiter.release_on_behalf_of, holder)

@@ -8,6 +8,7 @@ says which methods the route takes.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema
@@ -15,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
+from server.api.body import parse_body
 from server.app import create_app, media_limits
 from server.config import Settings
 from server.engine.fake import FakeEngine
@@ -40,10 +42,14 @@ REQUEST = _validator("ChatCompletionRequest")
 
 
 def _accepted(body: dict[str, Any]) -> bool:
+    """Whether the model takes the body; the route's one-pass parse of the raw JSON (server.api.body) must agree."""
+    parsed = parse_body(ChatCompletionRequest, json.dumps(body).encode())
     try:
-        ChatCompletionRequest.model_validate(body)
+        expected = ChatCompletionRequest.model_validate(body)
     except ValidationError:
+        assert parsed == body  # refused: the plain JSON goes on to FastAPI's validation, which words the error
         return False
+    assert parsed == expected and parsed.ignored_fields == expected.ignored_fields
     return True
 
 
