@@ -4,8 +4,9 @@ Every target gets the same engine arguments (``ENGINE``: the raw engine as ``Asy
 flags). A server is started as a subprocess on ``--port 0`` and the port it bound is read back, never probed here and
 released first (another process on this shared machine could take it in between):
 
-- ours (``python -m server``) logs uvicorn's start line, ``Uvicorn running on http://127.0.0.1:PORT``, with the port the
-  OS chose;
+- ours (``python -m server``; ``ours-wN`` adds ``--api-workers N``) logs uvicorn's start line, ``Uvicorn running on
+  http://127.0.0.1:PORT``, with the port the OS chose (with several API processes, one such line each, same port: the
+  supervisor binds the socket they share);
 - vLLM's server binds its socket itself and hands it to uvicorn, so uvicorn logs no start line, and vLLM's own
   ``Starting vLLM server on http://127.0.0.1:0`` repeats the requested 0. vLLM does accept port 0, so its port is read
   from the API process's one listening TCP socket (psutil), once it listens.
@@ -31,11 +32,13 @@ __all__ = [
     "ENGINE",
     "ROOT",
     "SERVED_NAME",
+    "api_workers",
     "child_env",
     "engine_flags",
     "listening_port",
     "running_server",
     "server_command",
+    "server_targets",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +54,22 @@ SERVED_NAME = "tiny-qwen3vl"
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 600.0
 _UVICORN_LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+_OURS = re.compile(r"ours(?:-w([1-9][0-9]*))?")
+
+
+def api_workers(target: str) -> int | None:
+    """How many API processes a target of ours runs (``ours``: 1, ``ours-wN``: N); ``None`` for any other target."""
+    found = _OURS.fullmatch(target)
+    return None if found is None else int(found.group(1) or 1)
+
+
+def server_targets(targets: str) -> list[str]:
+    """The comma-separated ``--targets`` checked: ``raw``, ``vllm``, ``ours`` and ``ours-wN``, each once."""
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    unknown = [t for t in names if t not in ("raw", "vllm") and api_workers(t) is None]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise ValueError(f"--targets {targets!r}: each of raw, vllm, ours, ours-wN (N >= 1) at most once")
+    return names
 
 
 def engine_flags() -> list[str]:
@@ -67,11 +86,13 @@ def engine_flags() -> list[str]:
 
 
 def server_command(target: str, model: str, port: int = 0) -> list[str]:
-    """The command line of a server target (``vllm`` or ``ours``); port 0 lets the server pick a free port."""
+    """The command line of a server target (``vllm``, ``ours`` or ``ours-wN``); port 0 lets the server pick a free
+    port."""
     common = ["--host", HOST, "--port", str(port), "--served-model-name", SERVED_NAME, *engine_flags()]
     if target == "vllm":
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, *common]
-    return [sys.executable, "-m", "server", "--model", model, *common]
+    workers = ["--api-workers", str(api_workers(target))] if target != "ours" else []
+    return [sys.executable, "-m", "server", "--model", model, *common, *workers]
 
 
 def child_env() -> dict[str, str]:
@@ -83,7 +104,7 @@ def child_env() -> dict[str, str]:
 def listening_port(target: str, pid: int, log: Path) -> int | None:
     """The port a ``--port 0`` server bound, once it listens (``None`` before): ours from uvicorn's start line in its
     log, vLLM's from its API process's listening socket (see the module docstring)."""
-    if target == "ours":
+    if api_workers(target) is not None:
         found = _UVICORN_LISTENING.search(log.read_bytes())
         return int(found.group(1)) if found else None
     import psutil  # type: ignore[import-untyped]
@@ -100,7 +121,7 @@ def listening_port(target: str, pid: int, log: Path) -> int | None:
 
 def wait_until_ready(target: str, proc: subprocess.Popen[bytes], log: Path) -> str:
     """The server's base URL, once its port is known and its readiness endpoint answers 200."""
-    ready = "/ready" if target == "ours" else "/v1/models"
+    ready = "/ready" if api_workers(target) is not None else "/v1/models"
     deadline = time.monotonic() + READY_TIMEOUT_S
     port: int | None = None
     while True:

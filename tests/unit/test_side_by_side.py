@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.side_by_side_report import median_runs, plot, table
-from benchmarks.targets import ENGINE, engine_flags, listening_port, server_command
+from benchmarks.targets import ENGINE, api_workers, engine_flags, listening_port, server_command, server_targets
 from benchmarks.workloads import WORKLOADS
 
 
@@ -59,8 +61,19 @@ def test_the_median_run_is_reported_whole() -> None:
     assert median_runs(runs[:2])["text"]["request_throughput"] == 10.0  # even count: the lower of the two middles
 
 
+def test_ours_wn_is_ours_with_n_api_processes() -> None:
+    expected = {"ours": 1, "ours-w1": 1, "ours-w2": 2, "ours-w16": 16, "vllm": None, "raw": None, "ours-w0": None}
+    assert {t: api_workers(t) for t in expected} == expected
+    ours, ours_w2 = server_command("ours", "/ckpt"), server_command("ours-w2", "/ckpt")
+    assert "--api-workers" not in ours and ours_w2 == [*ours, "--api-workers", "2"]
+    assert server_targets("raw,vllm,ours,ours-w2") == ["raw", "vllm", "ours", "ours-w2"]
+    for bad in ("ours,ours", "vllm,ours-x", "", "ours-w0"):
+        with pytest.raises(ValueError, match="each of raw, vllm, ours, ours-wN"):
+            server_targets(bad)
+
+
 def test_servers_start_on_port_zero_and_ours_reports_its_port_in_the_log(tmp_path: Path) -> None:
-    for target in ("vllm", "ours"):
+    for target in ("vllm", "ours", "ours-w2"):
         command = server_command(target, "/ckpt")
         assert command[command.index("--port") + 1] == "0"
     log = tmp_path / "ours.log"
@@ -68,6 +81,9 @@ def test_servers_start_on_port_zero_and_ours_reports_its_port_in_the_log(tmp_pat
     assert listening_port("ours", os.getpid(), log) is None
     log.write_bytes(b"INFO:     Uvicorn running on http://127.0.0.1:43117 (Press CTRL+C to quit)\n")
     assert listening_port("ours", os.getpid(), log) == 43117
+    # Several API processes: one start line each, the same port (the socket the supervisor bound and shares).
+    log.write_bytes(b"INFO:     Uvicorn running on http://127.0.0.1:43118 (Press CTRL+C to quit)\n" * 2)
+    assert listening_port("ours-w2", os.getpid(), log) == 43118
 
 
 def test_vllms_port_is_read_from_its_listening_socket_once_it_listens(tmp_path: Path) -> None:
