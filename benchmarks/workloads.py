@@ -34,7 +34,7 @@ class Workload:
 
 
 # PERFORMANCE.md's shapes (one JPEG per request, 16 output tokens, 160 requests at concurrency 8), plus repeated images,
-# short videos and text only.
+# videos (mp4 at 2 fps: 8 frames, and 30 frames, 15 s, heavy enough to load the front end's decode) and text only.
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -42,6 +42,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("unique-1536", "unique-images", image_size=(1536, 1536)),
         Workload("repeated-448", "repeated-images"),
         Workload("video-8f", "videos", requests=64, image_size=(224, 224)),
+        Workload("video-30f", "videos", requests=48, image_size=(224, 224), frames=30),
         Workload("text", "text"),
     )
 }
