@@ -1,51 +1,19 @@
 """What the side-by-side benchmark measures beside the load: ``/health`` latency (how responsive the server stays while
-saturated) and the peak resident memory of the server's process tree.
+saturated). The server's process tree (CPU by role, peak memory) is ``benchmarks.process_tree``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import httpx
 
-__all__ = ["HEALTH_PERIOD_S", "RssSampler", "idle_health", "percentiles", "probe_health"]
+__all__ = ["HEALTH_PERIOD_S", "idle_health", "percentiles", "probe_health"]
 
 HEALTH_PERIOD_S = 0.02
-
-
-@dataclass
-class RssSampler:
-    """Peak resident memory of a process tree (the API process and its engine-core child), sampled every 100 ms."""
-
-    pid: int
-    peak_main: int = 0
-    peak_tree: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def __enter__(self) -> RssSampler:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        import psutil  # type: ignore[import-untyped]
-
-        root = psutil.Process(self.pid)
-        while not self._stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                main = root.memory_info().rss
-                tree = main + sum(c.memory_info().rss for c in root.children(recursive=True))
-                self.peak_main, self.peak_tree = max(self.peak_main, main), max(self.peak_tree, tree)
-            self._stop.wait(0.1)
 
 
 async def probe_health(base: str, stop: asyncio.Event) -> list[float]:

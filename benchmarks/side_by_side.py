@@ -1,20 +1,23 @@
 """Side by side, one after another, same checkpoint, same engine arguments, same load:
 
-  (a) raw    vLLM's AsyncLLM in-process, no HTTP, media already decoded (the ceiling)   benchmarks/raw_engine.py
-  (b) vllm   vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
-  (c) ours   qwen3vl-server (python -m server)
+  (a) raw      vLLM's AsyncLLM in-process, no HTTP, media already decoded (the ceiling)   benchmarks/raw_engine.py
+  (b) vllm     vLLM's own OpenAI server (python -m vllm.entrypoints.openai.api_server)
+  (c) ours     qwen3vl-server (python -m server)
+  (d) ours-wN  qwen3vl-server with --api-workers N (a supervisor, one engine core, N API processes)
 
-    make bench                                    # the tiny checkpoint, every workload
-    python -m benchmarks.side_by_side --model CHECKPOINT [--workloads unique-448,text] [--concurrency 8]
+    make bench                                    # the tiny checkpoint, every workload, raw,vllm,ours,ours-w2
+    python -m benchmarks.side_by_side --model CHECKPOINT [--workloads unique-448,text] [--targets vllm,ours,ours-w4]
 
 Each server runs alone (one engine alive at a time on this 2-core box). While a workload runs, ``/health`` is probed
-every 20 ms (its latency while the server is saturated) and the server's process tree is sampled for RSS. Writes
+every 20 ms (its latency while the server is saturated) and the server's process tree is sampled: CPU seconds by role
+(API processes, media decode workers, vLLM's engine processes; the gateway is all but the engine's) and peak RSS. Writes
 benchmarks/results/<timestamp>/side_by_side.json (every summary, the command, versions), table.md (ratios: ours/vLLM
-server, ours/raw engine) and PNG plots; ``--publish`` also copies the table to benchmarks/RESULTS.md (linked from the
-README). Absolute numbers on a noisy shared machine mean little: read the ratios, measured in one run.
+server, ours/raw engine, gateway CPU per request) and PNG plots; ``--publish`` also copies the table to
+benchmarks/RESULTS.md (linked from the README). Absolute numbers on a noisy shared machine mean little: read the ratios.
 
 This module runs the comparison; ``benchmarks.targets`` starts the servers (same engine arguments, port read back),
-``benchmarks.probes`` measures /health and RSS beside the load, ``benchmarks.side_by_side_report`` writes the report.
+``benchmarks.probes`` measures /health beside the load and ``benchmarks.process_tree`` the server's processes,
+``benchmarks.side_by_side_report`` writes the report.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import shlex
 import subprocess
@@ -32,17 +36,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.datasets import RequestSpec
 from benchmarks.offered_load import run_load
-from benchmarks.probes import RssSampler, idle_health, percentiles, probe_health
+from benchmarks.probes import idle_health, percentiles, probe_health
+from benchmarks.process_tree import TreeSampler
 from benchmarks.side_by_side_report import median_runs, publish, saved_workloads
-from benchmarks.targets import ENGINE, ROOT, SERVED_NAME, child_env, running_server
+from benchmarks.targets import ENGINE, ROOT, SERVED_NAME, api_workers, child_env, running_server, server_targets
 from benchmarks.workloads import WORKLOADS, Workload
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-async def drive_server(base: str, workload: Workload, concurrency: int) -> dict[str, Any]:
-    requests = workload.dataset(workload.requests)
+@functools.cache
+def dataset(workload: Workload, count: int, seed: int = 0) -> list[RequestSpec]:
+    """A workload's requests, made once per run of this command (30-frame videos take a while to encode)."""
+    return workload.dataset(count, seed=seed)
+
+
+async def drive_server(base: str, requests: Sequence[RequestSpec], concurrency: int) -> dict[str, Any]:
     stop = asyncio.Event()
     health = asyncio.create_task(probe_health(base, stop))
     try:
@@ -60,14 +71,20 @@ def run_server_target(target: str, model: str, workloads: Sequence[Workload], co
     with running_server(target, model, out / f"{target}.log") as (base, proc):
         # Warm-up outside the clock: a few requests of every workload's shape.
         for workload in workloads:
-            asyncio.run(run_load(base, SERVED_NAME, workload.dataset(4, seed=123), concurrency=2))
+            asyncio.run(run_load(base, SERVED_NAME, dataset(workload, 4, seed=123), concurrency=2))
         idle = percentiles(asyncio.run(idle_health(base)))
         for workload in workloads:
-            with RssSampler(proc.pid) as rss:
-                summary = asyncio.run(drive_server(base, workload, concurrency))
-            summary["rss_peak_mb"] = {"api_process": rss.peak_main / 2**20, "process_tree": rss.peak_tree / 2**20}
+            requests = dataset(workload, workload.requests)  # made before the clock and the CPU meter start
+            with TreeSampler(proc.pid) as tree:
+                summary = asyncio.run(drive_server(base, requests, concurrency))
+            summary.update(tree.summary(len(requests)))
             results[workload.name] = summary
-            print(f"  {target:5s} {workload.name:13s} {summary.get('request_throughput', 0):7.2f} req/s", flush=True)
+            cpu = summary["cpu_ms_per_request"]
+            print(
+                f"  {target:8s} {workload.name:13s} {summary.get('request_throughput', 0):7.2f} req/s, "
+                f"gateway CPU {cpu['gateway']:6.1f} ms/request (engine {cpu['engine']:.1f})",
+                flush=True,
+            )
         results["_idle_health_ms"] = idle
     return results
 
@@ -81,7 +98,7 @@ def run_raw_target(model: str, workloads: Sequence[Workload], concurrency: int, 
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT)
     results: dict[str, Any] = json.loads(path.read_text())
     for name, summary in results.items():
-        print(f"  raw   {name:13s} {summary.get('request_throughput', 0):7.2f} req/s", flush=True)
+        print(f"  raw      {name:13s} {summary.get('request_throughput', 0):7.2f} req/s", flush=True)
     return results
 
 
@@ -104,42 +121,60 @@ def tiny_checkpoint() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_targets(
+    targets: Sequence[str], model: str, workloads: Sequence[Workload], concurrency: int, repeats: int, out: Path
+) -> dict[str, list[Any]]:
+    """Every run of every target, in order; targets alternate, so slow drifts of the machine hit all of them alike."""
+    runs: dict[str, list[Any]] = {t: [] for t in targets}
+    for repeat in range(repeats):
+        for target in targets:
+            print(f"[{target}, run {repeat + 1}/{repeats}]", flush=True)
+            if target == "raw":
+                runs[target].append(run_raw_target(model, workloads, concurrency, out))
+            else:
+                runs[target].append(run_server_target(target, model, workloads, concurrency, out))
+    return runs
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="Checkpoint directory (default: the embedded tiny checkpoint).")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"Any of {', '.join(WORKLOADS)}.")
-    parser.add_argument("--targets", default="raw,vllm,ours")
+    parser.add_argument("--targets", default="raw,vllm,ours,ours-w2", help="Any of raw, vllm, ours, ours-wN.")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=2, help="Runs per target (the median run is reported).")
+    parser.add_argument("--repeats", type=int, default=3, help="Runs per target (the median run is reported).")
     parser.add_argument("--requests", type=int, help="Override every workload's request count (quick runs).")
     parser.add_argument("--out", type=Path, help="Result directory (default benchmarks/results/<timestamp>).")
     parser.add_argument("--publish", action="store_true", help="Also write the table to benchmarks/RESULTS.md.")
     parser.add_argument("--render", type=Path, help="Only re-render the report of a saved run directory.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.render:
         document = json.loads((args.render / "side_by_side.json").read_text())
         publish(document, args.render, saved_workloads(document), args.publish)
         return 0
-    model = args.model or tiny_checkpoint()
+    try:
+        targets = server_targets(args.targets)
+    except ValueError as exc:
+        parser.error(str(exc))
+    unknown = [n for n in args.workloads.split(",") if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
     workloads = [WORKLOADS[n] for n in args.workloads.split(",")]
     if args.requests:
         workloads = [replace(w, requests=args.requests) for w in workloads]
+    model = args.model or tiny_checkpoint()
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     out = args.out or RESULTS / stamp
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.side_by_side " + shlex.join(argv if argv is not None else sys.argv[1:])
-    targets = args.targets.split(",")
-    runs: dict[str, list[Any]] = {t: [] for t in targets}
-    for repeat in range(args.repeats):  # targets alternate, so slow drifts of the machine hit all of them alike
-        for target in targets:
-            print(f"[{target}, run {repeat + 1}/{args.repeats}]", flush=True)
-            if target == "raw":
-                runs[target].append(run_raw_target(model, workloads, args.concurrency, out))
-            else:
-                runs[target].append(run_server_target(target, model, workloads, args.concurrency, out))
+    runs = run_targets(targets, model, workloads, args.concurrency, args.repeats, out)
     results = {t: median_runs(r) for t, r in runs.items()}
     document = {
-        "command": command,
+        "command": "python -m benchmarks.side_by_side " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "date": stamp,
         "model": model,
         "engine": ENGINE,
@@ -151,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     (out / "side_by_side.json").write_text(json.dumps(document, indent=2, default=str))
-    if {"vllm", "ours"} <= set(results):
+    if "vllm" in results and any(api_workers(t) for t in results):
         publish(document, out, workloads, args.publish)
     print(f"results: {out}")
     return 0

@@ -11,18 +11,23 @@ from typing import Any
 
 import pytest
 
-from benchmarks.side_by_side_report import median_runs, plot, table
+from benchmarks.side_by_side_report import details, median_runs, paired_ratios, plot, plot_cpu, render, table
 from benchmarks.targets import ENGINE, api_workers, engine_flags, listening_port, server_command, server_targets
 from benchmarks.workloads import WORKLOADS
 
 
-def summary(rps: float, ttft: float, health_p99: float = 5.0) -> dict[str, Any]:
-    return {
+def summary(rps: float, ttft: float, health_p99: float = 5.0, cpu: float | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "request_throughput": rps,
         "ttft_ms": {"p50": ttft},
         "health_ms": {"p50": 1.0, "p99": health_p99, "max": 9.0},
         "rss_peak_mb": {"api_process": 700.0, "process_tree": 1700.0},
     }
+    if cpu is not None:  # the gateway: three quarters API process(es), a quarter media workers
+        roles = {"api": cpu * 0.75, "media": cpu * 0.25, "other": 0.0, "engine": 40.0}
+        found["cpu_ms_per_request"] = {**roles, "gateway": cpu}
+        found["processes"] = {"api": 1, "media": 2, "other": 1, "engine": 1}
+    return found
 
 
 def test_both_servers_get_the_same_engine_flags() -> None:
@@ -53,6 +58,61 @@ def test_table_reports_ratios_and_the_repeated_image_gain(tmp_path: Path) -> Non
     assert "TTFT p50 50 ms vs 200 ms (4.00× better)" in md
     plot(results, workloads, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_with_ours_wn_and_gateway_cpu(tmp_path: Path) -> None:
+    workloads = [WORKLOADS["unique-448"], WORKLOADS["video-30f"]]
+    names = [w.name for w in workloads]
+    results = {
+        "raw": {"unique-448": summary(30.0, 100)},
+        "vllm": {n: summary(20.0, 300, 12.0, cpu=24.0) for n in names},
+        "ours-w2": {n: summary(25.0, 250, 4.0, cpu=10.0) for n in names},
+        "ours": {n: summary(27.0, 200, 5.0, cpu=12.0) for n in names},
+    }
+    md = table(results, workloads)
+    lines = md.splitlines()
+    assert lines[0].startswith("| workload | raw engine req/s | vLLM server req/s | ours req/s | ours-w2 req/s |")
+    assert "gateway CPU ms/request (vLLM / ours / ours-w2) | ours / vLLM gateway CPU" in lines[0]
+    assert lines[1].count("---") == lines[0].count("|") - 1
+    assert lines[2] == (
+        "| unique-448 | 30.0 | 20.0 | 27.0 | 25.0 | 1.35× | 0.90× | 1.25× | 24.0 / 12.0 / 10.0 | 0.50× "
+        "| 12.0 / 5.0 / 4.0 |"
+    )
+    assert lines[3].startswith("| video-30f | – | 20.0 | 27.0 | 25.0 | 1.35× | – | 1.25× |")
+    detail = details(results, workloads).splitlines()
+    assert detail[2] == (
+        "| unique-448 | vLLM | 20.0 | 300 | 1.0 / 12.0 | 18.0 / 6.0 / 0.0 = 24.0; 40.0 | 1 / 2 / 1 / 1 | 700 / – / 1700 |"
+    )
+    assert [row.split(" | ")[1] for row in detail[2:5]] == ["vLLM", "ours", "ours-w2"]
+    plot(results, workloads, tmp_path / "p.png")
+    plot_cpu(results, workloads, tmp_path / "cpu.png")
+    assert (tmp_path / "cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_by_run_ratios_pair_adjacent_runs() -> None:
+    workloads = [WORKLOADS["text"]]
+    runs = {
+        "vllm": [{"text": summary(20.0, 1, cpu=20.0)}, {"text": summary(10.0, 1, cpu=40.0)}],
+        "ours": [{"text": summary(30.0, 1, cpu=10.0)}, {"text": summary(10.0, 1, cpu=10.0)}],
+        "ours-w2": [{"text": summary(20.0, 1, cpu=5.0)}, {"text": summary(20.0, 1)}],  # a run from before CPU metering
+    }
+    md = paired_ratios(runs, workloads).splitlines()
+    assert (
+        md[0]
+        == "| workload | ours / vLLM req/s | ours / vLLM gateway CPU | ours-w2 / vLLM req/s | ours-w2 / vLLM gateway CPU |"
+    )
+    assert md[2] == "| text | 1.50×, 1.00× | 0.50×, 0.25× | 1.00×, 2.00× | 0.25×, – |"
+    document = {
+        "command": "python -m benchmarks.side_by_side",
+        "date": "2026-12-01",
+        "concurrency": 8,
+        "engine": {},
+        "repeats": 2,
+        "workloads": {"text": WORKLOADS["text"].__dict__},
+        "results": {t: r[0] for t, r in runs.items()},
+        "runs": runs,
+    }
+    assert md[2] in render(document)
 
 
 def test_the_median_run_is_reported_whole() -> None:
