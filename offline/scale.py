@@ -47,6 +47,10 @@ FLOAT32 = (
     "model's near-ties (measured: an image prompt diverged at token 2, where TP 1's top-2 margin was 0.004)"
 )
 GPU_MEMORY = "GPU memory fraction: the CPU backend sizes its KV cache from kv_cache_memory_bytes instead"
+API_WORKERS = (
+    "API processes: the scale model serves in one (on two cores more only compete); the same code runs with two "
+    "API processes in tests/e2e/test_process.py"
+)
 
 # Settings the scale model runs exactly as the profile sets them (the gateway's, and engine arguments the CPU accepts).
 AS_IS = {
@@ -169,6 +173,9 @@ def scale_model(profile: Profile) -> ScaleModel:
             )
         elif key == "gpu_memory_utilization":
             checks.append(Check(key, value, "config", None, GPU_MEMORY))
+        elif key == "api_workers":
+            settings[key] = 1
+            checks.append(Check(key, value, "scaled", 1, API_WORKERS))
         elif key in AS_IS:
             settings[key] = value
             checks.append(Check(key, value, "real", value, AS_IS[key]))

@@ -23,6 +23,8 @@ ENGINE_FIELDS = (
     "trust_remote_code",
     "seed",
 )
+# Our Settings fields that are ``vllm serve`` flags under another name.
+SERVE_FIELDS = {"api_workers": "api_server_count"}
 
 
 def vllm_cli_args(settings: dict[str, Any]) -> list[str]:
@@ -31,6 +33,9 @@ def vllm_cli_args(settings: dict[str, Any]) -> list[str]:
     for key in ENGINE_FIELDS:
         if key in settings and settings[key] is not None:
             args += _flag(key, settings[key])
+    for key, flag in SERVE_FIELDS.items():
+        if key in settings:
+            args += _flag(flag, settings[key])
     for key, value in (settings.get("engine_extra") or {}).items():
         args += _flag(key, value)
     return args

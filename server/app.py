@@ -198,7 +198,9 @@ def _add_middleware(app: FastAPI, state: AppState) -> None:
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],
         )
-    app.add_middleware(GuardMiddleware, config=guard, is_draining=lambda: state.stopping)
+    app.add_middleware(
+        GuardMiddleware, config=guard, is_draining=lambda: state.draining, engine_failed=lambda: state.failed
+    )
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, access_log=settings.log_format == "json")
 
 

@@ -126,8 +126,9 @@ class Supervisor:
         return self.exit_code
 
     def _exited(self, process: BaseProcess) -> None:
-        if process.pid is not None:
-            multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]  # its live gauges leave the sums
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if process.pid is not None and folder:  # its live gauges leave the sums
+            multiprocess.mark_process_dead(process.pid, folder)  # type: ignore[no-untyped-call]
         if not self.stopping:
             self._stop(f"API process {process.name} exited with code {process.exitcode}")
         elif process.exitcode not in (0, None):

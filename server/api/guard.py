@@ -70,11 +70,18 @@ def _error(status: int, message: str, code: str, error_type: str, request_id: st
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, config: GuardConfig, is_draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: GuardConfig,
+        is_draining: Callable[[], bool],
+        engine_failed: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
         self.config = config
         self._keys = tuple(k.encode() for k in config.api_keys)
         self._is_draining = is_draining
+        self._engine_failed = engine_failed  # condemned by the watchdog: the process is about to exit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,10 +138,13 @@ class GuardMiddleware:
                 "authentication_error",
                 request_id,
             )
-        if self._is_draining() and not is_open and path not in self.config.drain_paths:
-            return _error(
-                503, "the server is shutting down; retry on another replica", "draining", "server_error", request_id
-            )
+        if not is_open and path not in self.config.drain_paths:
+            if self._engine_failed():
+                message = "the inference engine has stopped; retry on another replica"
+                return _error(503, message, "engine_unavailable", "server_error", request_id)
+            if self._is_draining():
+                message = "the server is shutting down; retry on another replica"
+                return _error(503, message, "draining", "server_error", request_id)
         takes_body = self.config.body_paths is None or path in self.config.body_paths
         if scope.get("method") == "POST" and takes_body:
             content_type = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()

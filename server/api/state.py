@@ -60,11 +60,6 @@ class AppState:
         return self.ready and self.engine is not None and (self.seat is None or self.seat.all_ready)
 
     @property
-    def stopping(self) -> bool:
-        """Draining, or exiting after an engine failure: new requests are refused at the door."""
-        return self.draining or self.engine_failure is not None
-
-    @property
     def busy(self) -> int:
         return 0 if self.admission is None else self.admission.running + self.admission.queued
 

@@ -93,7 +93,7 @@ def test_a_condemned_engine_fails_the_stream_in_flight_and_the_server_stays_dead
         assert client.get("/health").json() == {"status": "dead"}
         assert client.get("/ready").json() == {"status": "dead"}
         refused = client.post("/v1/chat/completions", json=BODY)
-        assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining", refused.text
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_unavailable", refused.text
     assert exits == [1]
     events = [line[6:] for line in results["stream"].text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"

@@ -21,16 +21,17 @@ SEED_235B = "qwen3-vl-235b-a22b-instruct-fp8-8xh100"
 
 
 def vllm_parse(args: list[str]):  # type: ignore[no-untyped-def]
+    """``vllm serve``'s own parser over a command line: its engine arguments, and the namespace (serve-level flags)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    parser = FlexibleArgumentParser()
-    AsyncEngineArgs.add_cli_args(parser)
+    parser = make_arg_parser(FlexibleArgumentParser())
     try:
         namespace = parser.parse_args(args)
     except SystemExit as exc:  # argparse's way of saying "unknown or ill-typed flag"
         raise AssertionError(f"vLLM's parser refused {args}") from exc
-    return AsyncEngineArgs.from_cli_args(namespace)
+    return AsyncEngineArgs.from_cli_args(namespace), namespace
 
 
 def test_there_is_a_profile_per_deployment_named_in_the_issue() -> None:
@@ -70,7 +71,7 @@ def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
     bundled = bundled_config(str(bundled_config_name(profile.settings["model"])))
     (tmp_path / "config.json").write_text(json.dumps(bundled))
     local = str(tmp_path)
-    from_cli = vllm_parse(vllm_cli_args({**profile.settings, "model": local}))  # the `vllm serve` line we print
+    from_cli, namespace = vllm_parse(vllm_cli_args({**profile.settings, "model": local}))  # the line we print
     ours = _engine_args(engine_options(settings, local))  # what our server hands to AsyncLLM
     chosen = [k for k in ENGINE_FIELDS if k in profile.settings and k != "served_model_name"]
     chosen += ["model", *profile.settings.get("engine_extra", {})]
@@ -98,6 +99,10 @@ def test_profile_is_valid_for_vllm(name: str, tmp_path: Path) -> None:
         assert extra["override_generation_config"]["presence_penalty"] == 1.5
     if settings.tensor_parallel_size > 1:
         assert extra["mm_encoder_tp_mode"] == "data"
+    # Our API processes are vLLM's API servers: the same count in front of one engine core.
+    assert (namespace.api_server_count or 1) == settings.api_workers
+    if settings.tensor_parallel_size == 8:
+        assert settings.api_workers > 1 and "api_workers" in profile.reasons
 
 
 def test_ill_typed_or_unknown_fields_are_caught() -> None:
