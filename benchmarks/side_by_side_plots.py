@@ -81,6 +81,7 @@ def plot_cpu(results: dict[str, Any], workloads: Sequence[Workload], path: Path)
     x = np.arange(len(names))
     width = 0.8 / max(1, len(targets))
     colors = {"api": "tab:blue", "media": "tab:orange", "other": "tab:green"}
+    highest = 0.0
     for i, target in enumerate(targets):
         at = x + (i - (len(targets) - 1) / 2) * width
         bottom = np.zeros(len(names))
@@ -89,13 +90,14 @@ def plot_cpu(results: dict[str, Any], workloads: Sequence[Workload], path: Path)
             label = role if i == 0 else None
             left.bar(at, values, width, bottom=bottom, color=color, edgecolor="black", linewidth=0.3, label=label)
             bottom += values
+        highest = max(highest, float(bottom.max(initial=0.0)))
         for xi, top in zip(at, bottom, strict=True):
             left.annotate(_NAMES.get(target, target), (xi, top), ha="center", va="bottom", fontsize=7)
         engine = [_value(results, target, n, "cpu_ms_per_request", "engine") for n in names]
         right.bar(at, engine, width, color=_color(target), label=_NAMES.get(target, target))
     left.set_title("Gateway CPU per request, by role (lower is better)")
     right.set_title("Engine processes' CPU per request")
-    left.margins(y=0.08)
+    left.set_ylim(0, highest * 1.08 or 1.0)  # stacked zero-height bars pin the top: room for the labels by hand
     for axis in (left, right):
         axis.set_xticks(x, names, rotation=20)
         axis.set_ylabel("CPU ms / request")
