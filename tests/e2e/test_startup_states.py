@@ -108,6 +108,7 @@ class Request:
         self.lines: list[str] = []
         self.error: BaseException | None = None
         self.ended_at = 0.0
+        self._leave = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(server, body), daemon=True)
         self._thread.start()
 
@@ -116,12 +117,19 @@ class Request:
             with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120) as response:
                 self.status = response.status_code
                 self.headers.set()
-                self.lines = [line for line in response.iter_lines() if line]
+                for line in response.iter_lines():
+                    if self._leave.is_set():
+                        return  # leaving closes the connection: the server aborts the request
+                    if line:
+                        self.lines.append(line)
         except httpx.HTTPError as exc:
             self.error = exc
         finally:
             self.ended_at = time.monotonic()
             self.headers.set()
+
+    def leave(self) -> None:
+        self._leave.set()
 
     def join(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
@@ -135,18 +143,34 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(0.1)
 
 
+def stream_on_a_stopped_engine(server: ServerProcess, body: dict[str, Any]) -> tuple[Request, list[psutil.Process]]:
+    """A stream whose headers came (its first token did) and whose request the engine still holds when the engine is
+    stopped (SIGSTOP), so it cannot finish. The server may be far ahead of this client (a whole answer in the socket
+    buffers while the client parses its first chunks): when the engine had already finished it, the attempt is void,
+    the client leaves and the next attempt starts (at most three)."""
+    core = server.engine_core()
+    stalled = [core, *core.children(recursive=True)]
+    for _ in range(3):
+        stream = Request(server, {**body, "stream": True})
+        assert stream.headers.wait(120) and stream.status == 200, (stream.status, stream.error)
+        for process in stalled:
+            process.send_signal(signal.SIGSTOP)
+        if server.metric("vllm:num_requests_running") == 1:  # the engine's last word: still generating it
+            return stream, stalled
+        for process in stalled:
+            process.send_signal(signal.SIGCONT)
+        stream.leave()
+        assert stream.join(120), "the client could not leave"
+        wait_for(lambda: server.metric("qwen3vl_requests_running") == 0, 60, "still busy after the client left")
+    raise AssertionError("three streams ran to their end before the engine could be stopped")
+
+
 def test_drain_cuts_what_still_runs_at_its_deadline_and_exits_zero(started: Started) -> None:
     server = started.server
     running = "qwen3vl_requests_running"
     wait_for(lambda: server.metric(running) == 0, 60, "the server is still busy with an earlier request")
     long_body = {**CHAT, "max_tokens": LONG, "ignore_eos": True}
-    stream = Request(server, {**long_body, "stream": True})
-    assert stream.headers.wait(120) and stream.status == 200, (stream.status, stream.error)
-    # The engine stops now, so nothing in flight can finish, however far its core ran ahead of the API process.
-    core = server.engine_core()
-    stalled = [core, *core.children(recursive=True)]
-    for process in stalled:
-        process.send_signal(signal.SIGSTOP)
+    stream, stalled = stream_on_a_stopped_engine(server, long_body)
     try:
         whole = Request(server, long_body)  # admitted, then waits for a first token that cannot come
         wait_for(lambda: server.metric(running) == 2, 60, "the second request was not admitted")
