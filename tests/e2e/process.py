@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,39 @@ class ServerProcess:
         assert cores, [p.name() for p in children]
         return cores[0]
 
+    def engine_processes(self) -> list[psutil.Process]:
+        """The engine core and its workers: what stops when the engine is stopped."""
+        core = self.engine_core()
+        return [core, *core.children(recursive=True)]
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def signal_all(processes: Sequence[psutil.Process], sig: int) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(sig)
+
+
+def stop_engine_when(
+    engine: Sequence[psutil.Process], holds: Callable[[], bool], gone: Callable[[], bool], timeout_s: float = 120
+) -> bool:
+    """Stop the engine (SIGSTOP) at a moment it ``holds`` what a test needs, e.g. two requests still generating; True
+    with the engine left stopped, False (engine running) once that is ``gone`` or after ``timeout_s``.
+
+    Neither the client's view nor a check-then-stop can say what the engine holds: on these shared boxes a test's
+    client can be descheduled for seconds while the engine runs on, and the loopback buffers hold whole answers. So
+    the engine is stopped first and asked after (its last metrics, which cannot change while it is stopped); when it
+    does not hold it, it goes on and is asked again a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while not gone() and time.monotonic() < deadline:
+        signal_all(engine, signal.SIGSTOP)
+        if holds():
+            return True
+        signal_all(engine, signal.SIGCONT)
+        time.sleep(0.05)
+    return False
 
 
 def listening_port(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 300) -> int:

@@ -19,7 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.api.conftest import AssetServer
-from tests.e2e.process import ServerProcess, server_process
+from tests.e2e.process import ServerProcess, server_process, signal_all, stop_engine_when
 from tests.media_factory import image_bytes
 
 pytestmark = pytest.mark.e2e
@@ -245,44 +245,40 @@ def test_server_timing_is_present_and_plausible(server: ServerProcess) -> None:
 def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> None:
     """Last in this module: it stops the shared server."""
     outcomes: list[tuple[int, list[str], float]] = []
-    live = threading.Semaphore(0)
-    marks: list[tuple[str, float]] = []
 
     def stream() -> None:
         request = body("Count slowly.", stream=True, max_tokens=LONG, ignore_eos=True)
         with httpx.stream(
             "POST", f"{server.base_url}/v1/chat/completions", json=request, headers=AUTH, timeout=120
         ) as r:
-            marks.append(("headers", time.monotonic()))
-            live.release()  # a stream's headers leave with its first token: admitted and generating
             lines = [line for line in r.iter_lines() if line]
             outcomes.append((r.status_code, lines, time.monotonic()))
 
     # Both streams must hold the server's two running slots at once: nothing of an earlier test may still hold one.
-    # The server can be far ahead of this client (whole answers in the socket buffers while the client parses its
-    # first chunks): unless the engine still generates both when SIGTERM is sent, the attempt is void and another
-    # pair is sent (three at most).
+    # SIGTERM goes while the engine is stopped at a moment it still generates both (see stop_engine_when), so neither
+    # can end before SIGTERM; the engine goes on after it. When the pair ends first, another is sent (three at most).
+    engine = server.engine_processes()
     for _attempt in range(3):
         wait_for(lambda: idle(server), 60, "the server is still busy with an earlier test's request")
         outcomes.clear()
         threads = [threading.Thread(target=stream) for _ in range(2)]
-        marks.append(("start", time.monotonic()))
         for t in threads:
             t.start()
-        for _ in threads:
-            assert live.acquire(timeout=60), "streams did not start"
-        if server.metric("vllm:num_requests_running", AUTH) == 2:
+        pair = list(threads)
+        both_generate = lambda: server.metric("vllm:num_requests_running", AUTH) == 2  # noqa: E731
+        if stop_engine_when(engine, both_generate, gone=lambda: not all(t.is_alive() for t in pair)):  # noqa: B023
             break
         for t in threads:
             t.join(300)
     else:
-        raise AssertionError("three pairs of streams ran to their end before SIGTERM could be sent")
+        raise AssertionError("three pairs of streams ended before the engine could be stopped while generating both")
     sent = time.monotonic()
-    os.kill(server.process.pid, signal.SIGTERM)
-    # Readiness flips in the signal handler itself. The server may also have sent both streams whole already (the
-    # loopback socket buffers hold megabytes, and the client reads far behind): then the drain is over at once and the
-    # server stops listening, which is fine too; the streams' outcomes below show they were drained, not cut.
-    wait_for(lambda: ready_status(server) in (503, None), 30, "readiness still 200")
+    try:
+        os.kill(server.process.pid, signal.SIGTERM)
+        # Readiness flips in the signal handler itself, whatever the engine does.
+        wait_for(lambda: ready_status(server) in (503, None), 30, "readiness still 200")
+    finally:
+        signal_all(engine, signal.SIGCONT)
     for t in threads:
         t.join(120)
     assert not any(t.is_alive() for t in threads), "a drained stream never ended"
@@ -290,10 +286,8 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
     assert "Exception ignored" not in server.log()  # a clean stop is quiet (no late AsyncLLM.__del__ at exit)
     assert len(outcomes) == 2
     for status, lines, finished in outcomes:
-        when = [(what, round(at - sent, 2)) for what, at in marks] + [
-            ("finished", round(f - sent, 2)) for *_, f in outcomes
-        ]
-        assert finished > sent, f"a stream ended before SIGTERM: nothing was drained (seconds from SIGTERM: {when})"
+        ended = [round(f - sent, 2) for *_, f in outcomes]
+        assert finished > sent, f"a stream ended before SIGTERM: nothing was drained (seconds from SIGTERM: {ended})"
         assert status == 200 and lines[-1] == "data: [DONE]"
         usage_or_finish = [json.loads(line[6:]) for line in lines[:-1]]
         assert not any("error" in event for event in usage_or_finish)

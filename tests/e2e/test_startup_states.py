@@ -24,7 +24,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.process import ServerProcess, listening_port
+from tests.e2e.process import ServerProcess, listening_port, signal_all, stop_engine_when
 
 pytestmark = pytest.mark.e2e
 
@@ -144,21 +144,15 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def stream_on_a_stopped_engine(server: ServerProcess, body: dict[str, Any]) -> tuple[Request, list[psutil.Process]]:
-    """A stream whose headers came (its first token did) and whose request the engine still holds when the engine is
-    stopped (SIGSTOP), so it cannot finish. The server may be far ahead of this client (a whole answer in the socket
-    buffers while the client parses its first chunks): when the engine had already finished it, the attempt is void,
-    the client leaves and the next attempt starts (at most three)."""
-    core = server.engine_core()
-    stalled = [core, *core.children(recursive=True)]
+    """A stream the engine still generates when it is stopped (SIGSTOP), so it cannot finish (see
+    ``stop_engine_when``). When the engine finishes it first, the client leaves and another starts (three at most)."""
+    engine = server.engine_processes()
     for _ in range(3):
         stream = Request(server, {**body, "stream": True})
-        assert stream.headers.wait(120) and stream.status == 200, (stream.status, stream.error)
-        for process in stalled:
-            process.send_signal(signal.SIGSTOP)
-        if server.metric("vllm:num_requests_running") == 1:  # the engine's last word: still generating it
-            return stream, stalled
-        for process in stalled:
-            process.send_signal(signal.SIGCONT)
+        generating = lambda: server.metric("vllm:num_requests_running") == 1  # noqa: E731
+        if stop_engine_when(engine, generating, gone=lambda: stream.join(0)):  # noqa: B023
+            assert stream.headers.wait(120) and stream.status == 200, (stream.status, stream.error)
+            return stream, engine
         stream.leave()
         assert stream.join(120), "the client could not leave"
         wait_for(lambda: server.metric("qwen3vl_requests_running") == 0, 60, "still busy after the client left")
@@ -179,9 +173,7 @@ def test_drain_cuts_what_still_runs_at_its_deadline_and_exits_zero(started: Star
         wait_for(lambda: probe(server, "/ready") == (503, {"status": "draining"}), 30, "readiness still 200")
         assert stream.join(DRAIN_TIMEOUT_S + 60) and whole.join(60), "a request outlived the drain"
     finally:
-        for process in stalled:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGCONT)
+        signal_all(stalled, signal.SIGCONT)
     # Cut at the deadline, not before it (the drain waited) and not long after (the abort ended them).
     for request in (stream, whole):
         assert request.error is None, request.error
