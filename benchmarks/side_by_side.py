@@ -38,7 +38,7 @@ from typing import Any
 
 from benchmarks.datasets import RequestSpec
 from benchmarks.offered_load import run_load
-from benchmarks.probes import idle_health, percentiles, probe_health
+from benchmarks.probes import HealthProbe, idle_health, percentiles
 from benchmarks.process_tree import TreeSampler
 from benchmarks.side_by_side_report import median_runs, publish, saved_workloads
 from benchmarks.targets import ENGINE, ROOT, SERVED_NAME, api_workers, child_env, running_server, server_targets
@@ -54,15 +54,10 @@ def dataset(workload: Workload, count: int, seed: int = 0) -> list[RequestSpec]:
 
 
 async def drive_server(base: str, requests: Sequence[RequestSpec], concurrency: int) -> dict[str, Any]:
-    stop = asyncio.Event()
-    health = asyncio.create_task(probe_health(base, stop))
-    try:
+    with HealthProbe(base) as probe:
         result = await run_load(base, SERVED_NAME, requests, concurrency=concurrency)
-    finally:
-        stop.set()
-        samples = await health
     summary: dict[str, Any] = dict(result.summary())
-    summary["health_ms"] = percentiles(samples)
+    summary["health_ms"] = percentiles(probe.samples)
     return summary
 
 
@@ -72,7 +67,7 @@ def run_server_target(target: str, model: str, workloads: Sequence[Workload], co
         # Warm-up outside the clock: a few requests of every workload's shape.
         for workload in workloads:
             asyncio.run(run_load(base, SERVED_NAME, dataset(workload, 4, seed=123), concurrency=2))
-        idle = percentiles(asyncio.run(idle_health(base)))
+        idle = percentiles(idle_health(base))
         for workload in workloads:
             requests = dataset(workload, workload.requests)  # made before the clock and the CPU meter start
             with TreeSampler(proc.pid) as tree:

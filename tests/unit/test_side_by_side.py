@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,36 @@ def test_vllms_port_is_read_from_its_listening_socket_once_it_listens(tmp_path: 
     finally:
         child.kill()
         child.wait()
+
+
+def test_health_probe_runs_in_its_own_process_and_reports_every_probe() -> None:
+    import http.server
+    import threading
+
+    from benchmarks.probes import HealthProbe
+
+    seen: list[int] = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(1)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with HealthProbe(f"http://127.0.0.1:{server.server_address[1]}") as probe:
+            deadline = time.monotonic() + 60
+            while len(seen) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) >= 5
+    assert len(probe.samples) >= 5 and all(0 < s < 10_000 for s in probe.samples)
