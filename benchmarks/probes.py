@@ -37,9 +37,11 @@ class HealthProbe:
 
     def __enter__(self) -> HealthProbe:
         self._process.start()
-        if not self._started.wait(60):
-            self._process.kill()
-            raise RuntimeError("the /health probe process did not start")
+        deadline = time.monotonic() + 60
+        while not self._started.wait(0.1):
+            if not self._process.is_alive() or time.monotonic() > deadline:
+                self._process.kill()
+                raise RuntimeError(f"the /health probe process did not start (exit code {self._process.exitcode})")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:

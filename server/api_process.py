@@ -16,6 +16,7 @@ from typing import Any
 from server import logs
 from server.app import Attached, create_app
 from server.config import Settings
+from server.engine.vllm_launch import name_api_process
 from server.engine.vllm_options import ClientSlot, EngineOptions
 from server.http_server import serve
 from server.service.fleet import Fleet, Seat
@@ -40,6 +41,7 @@ def main(listen_address: str, sock: socket.socket, args: ProcessArgs, client_con
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logs.configure(settings.log_level, settings.log_format)
     index, count = int(client_config["client_index"]), int(client_config["client_count"])
+    name_api_process(index)
     transport = {key: value for key, value in client_config.items() if key not in _NOT_TRANSPORT}
     logging.getLogger(__name__).info("API process %d of %d, serving %s", index + 1, count, listen_address)
     attached = Attached(Seat(args.fleet, index), ClientSlot(transport, count, index), args.options)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from PIL import Image
+import numpy as np
 
 # Re-exported: they cross the Engine boundary too (defined in a neutral module that media also uses).
 from server.vision import VideoInput as VideoInput
@@ -65,7 +65,7 @@ class EngineRequest:
     prompt: str
     sampling: SamplingSpec
     output: OutputSpec = field(default_factory=OutputSpec)
-    images: tuple[Image.Image, ...] = ()
+    images: tuple[np.ndarray, ...] = ()  # RGB, uint8 [H, W, 3]
     videos: tuple[VideoInput, ...] = ()
     # The gateway already resized these to their exact Qwen grid: the processor must not resize them again.
     images_resized: bool = False

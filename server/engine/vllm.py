@@ -287,6 +287,12 @@ class VllmEngine:
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, _Closed()
         if not isinstance(llm, _Closed):
+            # vLLM closes its engine client before it cancels the task reading the engine's outputs, which then
+            # logs "AsyncLLM output_handler failed … EngineDeadError" on a clean stop (every time, for an API
+            # process of --api-workers N, whose engine lives on): that task goes first.
+            if (handler := getattr(llm, "output_handler", None)) is not None:
+                handler.cancel()
+                await asyncio.wait([handler], timeout=10)
             await asyncio.to_thread(llm.shutdown)  # blocking: it waits for the engine core process to exit
             # AsyncLLM.__del__ shuts down again when collected, maybe at exit with its modules gone (a TypeError
             # traceback on every Ctrl-C): done already, so that second call does nothing.

@@ -106,3 +106,11 @@ def launch(
         launched.shutdown_engine(timeout_s=10)
         raise
     return launched
+
+
+def name_api_process(index: int) -> None:
+    """``VLLM::APIServer_<index>`` in ps and top, as vLLM names its own API processes (it does so in the target it
+    spawns, which ours replaces), next to its ``VLLM::EngineCore`` and ``VLLM::Worker``."""
+    from vllm.utils.system_utils import set_process_title
+
+    set_process_title("APIServer", str(index))

@@ -24,7 +24,6 @@ from typing import TypeVar
 
 import blake3
 import numpy as np
-from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from server.errors import MediaError, MediaTooLargeError, MediaUnsupportedError
@@ -67,7 +66,7 @@ class VideoRef:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    image: Image.Image
+    image: np.ndarray  # RGB, uint8 [H, W, 3], at its exact grid
     tokens: int
     param: str
     uuid: str  # content + budget: the same for every request that would prepare the same pixels
@@ -204,9 +203,9 @@ class MediaLoader:
 
         async def prepare() -> PreparedImage:
             image = await self._decode_image(data, ref.param, plan)
-            tokens = visual_tokens(1, image.height, image.width, spec)
+            tokens = visual_tokens(1, image.shape[0], image.shape[1], spec)
             prepared = PreparedImage(image=image, tokens=tokens, param=ref.param, uuid=_uuid(key))
-            self._prepared.put(key, prepared, image.width * image.height * 3)
+            self._prepared.put(key, prepared, image.nbytes)
             return prepared
 
         # Identical items in flight (several requests, or one request repeating an image) are prepared once.
@@ -216,7 +215,7 @@ class MediaLoader:
             raise _for_part(exc, ref.param) from exc
         return replace(shared, param=ref.param)
 
-    async def _decode_image(self, data: bytes, param: str, plan: Callable[[ImageHeader], ImagePlan]) -> Image.Image:
+    async def _decode_image(self, data: bytes, param: str, plan: Callable[[ImageHeader], ImagePlan]) -> np.ndarray:
         return await self.pool.image(data, param=param, max_source_pixels=self.limits.max_source_pixels, choose=plan)
 
     def _check_source(self, header: ImageHeader, param: str) -> None:

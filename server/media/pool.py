@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from server.errors import (
     EngineUnavailableError,
@@ -221,19 +220,22 @@ class DecodePool:
 
     async def image(
         self, data: bytes, *, param: str, max_source_pixels: int, choose: Callable[[ImageHeader], ImagePlan]
-    ) -> Image.Image:
-        """Decode an image to the grid ``choose`` picks from its header; returns an RGB image of exactly that size."""
+    ) -> np.ndarray:
+        """Decode an image to the grid ``choose`` picks from its header: RGB, uint8 [H, W, 3], exactly that size.
+
+        An array, not a PIL image: vLLM's renderer hands PIL images to the HF processor through a slower path (a
+        conversion and an EXIF pass), 3.3× the processor's time on a 448² image, 2.3× on 1536², same pixel values."""
 
         def estimate(header: ImageHeader, plan: ImagePlan) -> int:
             return header.width * header.height * 4 + plan.height * plan.width * 3
 
-        def take(header: ImageHeader, plan: ImagePlan, out: memoryview) -> Image.Image:
-            return Image.frombytes("RGB", (plan.width, plan.height), out)
+        def take(header: ImageHeader, plan: ImagePlan, out: memoryview) -> np.ndarray:
+            return np.frombuffer(out, np.uint8).reshape(plan.height, plan.width, 3).copy()
 
         def size(plan: ImagePlan) -> int:
             return plan.height * plan.width * 3
 
-        job: _Job[ImageHeader, ImagePlan, Image.Image] = _Job(
+        job: _Job[ImageHeader, ImagePlan, np.ndarray] = _Job(
             "image", {"max_source_pixels": max_source_pixels}, image_header, choose, estimate, _image_go, size, take
         )
         return await self._run(job, data, param)

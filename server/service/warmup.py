@@ -7,7 +7,6 @@ import time
 import uuid
 
 import numpy as np
-from PIL import Image
 
 from server.engine.base import Engine, EngineRequest, SamplingSpec, VideoInput
 
@@ -21,7 +20,7 @@ def _noise(height: int, width: int, seed: int) -> np.ndarray:
 async def warm_up(engine: Engine, *, with_video: bool = True) -> float:
     """Run the warm-up request; returns its duration in seconds. Raises whatever the engine raises."""
     start = time.perf_counter()
-    image = Image.fromarray(_noise(64, 64, 0))
+    image = _noise(64, 64, 0)
     frames = np.stack([_noise(64, 64, i) for i in range(4)])
     video = VideoInput(frames=frames, fps=2.0, total_num_frames=4, frames_indices=(0, 1, 2, 3), duration=2.0)
     content = [{"type": "image"}, *([{"type": "video"}] if with_video else []), {"type": "text", "text": "Describe."}]

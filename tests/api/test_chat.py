@@ -81,7 +81,7 @@ def test_image_shapes(client: TestClient, engine: FakeEngine, part: dict[str, An
     completion = ChatCompletion.model_validate(response.json())
     request = engine.requests[-1]
     assert len(request.images) == 1 and request.images_resized
-    assert request.images[0].size == (64, 64)  # 64×48 on the Qwen grid: smart_resize(48, 64, 32) → 64×64
+    assert request.images[0].shape == (64, 64, 3)  # 64×48 on the Qwen grid: smart_resize(48, 64, 32) → 64×64
     assert engine.rendered[-1][0]["content"] == [{"type": "image"}, {"type": "text", "text": "What is this?"}]
     assert completion.usage is not None
     # The image's tokens are counted in the prompt: more than the same request without it.
@@ -130,7 +130,10 @@ def test_multi_image_multi_turn_and_image_plus_video(client: TestClient, engine:
     response = chat(client, messages=messages)
     assert response.status_code == 200, response.text
     request = engine.requests[-1]
-    assert [im.size for im in request.images] == [(64, 64), (64, 64)]  # 16×16 is raised to the 4096-pixel minimum
+    assert [im.shape for im in request.images] == [
+        (64, 64, 3),
+        (64, 64, 3),
+    ]  # 16×16 is raised to the 4096-pixel minimum
     assert len(request.videos) == 1
     rendered = engine.rendered[-1]
     assert [m["role"] for m in rendered] == ["system", "user", "assistant", "user"]
@@ -334,4 +337,4 @@ def test_image_over_http(private_client: TestClient, engine: FakeEngine, assets:
     url = assets.add("/pic.png", image_bytes(20, 10), headers={"Content-Type": "image/png"})
     response = chat(private_client, messages=user({"type": "image_url", "image_url": {"url": url}}))
     assert response.status_code == 200, response.text
-    assert engine.requests[-1].images[0].size == (96, 64)  # 20×10 raised to the minimum budget on the 32-px grid
+    assert engine.requests[-1].images[0].shape == (64, 96, 3)  # 20×10 raised to the minimum budget on the 32-px grid

@@ -117,7 +117,7 @@ def test_repeated_image_is_fetched_once_and_served_from_the_cache(
     assert chat(private_client, messages=user(part)).status_code == 200
     assert assets.hits == ["/cat.png"]
     assert engine.requests[-1].image_uuids != uuids[0]
-    assert engine.requests[-1].images[0].size == (64, 32)  # 300×200 within 64×64 pixels on the 32-px grid
+    assert engine.requests[-1].images[0].shape == (32, 64, 3)  # 300×200 within 64×64 pixels on the 32-px grid
 
 
 def test_identical_urls_in_flight_are_fetched_once(private_client: TestClient, assets: AssetServer) -> None:

@@ -106,7 +106,7 @@ def test_image_question_streams_the_answer_with_usage_and_server_timing(tab: Tab
     image, prompt = body["messages"][-1]["content"]
     assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,")
     assert prompt == {"type": "text", "text": "What is in this image?"}
-    assert len(server.engine.requests) == 1 and server.engine.requests[0].images[0].size[0] > 0
+    assert len(server.engine.requests) == 1 and server.engine.requests[0].images[0].shape[1] > 0
     # the media went to our API only: every request the page made was to this server (or its own blob: previews)
     assert all(r.url.startswith((server.base_url, f"blob:{server.base_url}/")) for r in tab.requests), tab.requests
     tab.assert_clean()
@@ -136,7 +136,7 @@ def test_per_item_controls_video_and_sampling_fields_reach_the_api(tab: Tab, ser
     # and the server applied them: the image within its pixel budget; the 6 s clip at 1 fps would give 6 frames (12 at
     # the default 2 fps), max_frames keeps 4
     (request,) = server.engine.requests
-    width, height = request.images[0].size
+    height, width = request.images[0].shape[:2]
     assert width * height <= 50176
     assert len(request.videos[0].frames_indices) == 4
     expect(answer.locator(".usage")).to_contain_text("(16 image, 32 video)")

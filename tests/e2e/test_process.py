@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -231,6 +232,16 @@ def test_promtool_accepts_metrics_after_real_traffic(server: ServerProcess) -> N
     assert findings and all(line.startswith("vllm:") for line in findings), findings
 
 
+def test_api_processes_are_named_like_vllms_own(server: ServerProcess) -> None:
+    args = [str(a) for a in server.process.args]  # type: ignore[union-attr]
+    workers = int(args[args.index("--api-workers") + 1])
+    titles = sorted(" ".join(p.cmdline()) for p in psutil.Process(server.process.pid).children(recursive=True))
+    api = [t for t in titles if t.startswith("VLLM::APIServer_")]
+    # One API process is the server process itself; with more, the supervisor's children, one title each.
+    assert api == ([f"VLLM::APIServer_{i}" for i in range(workers)] if workers > 1 else []), titles
+    assert sum(t.startswith("VLLM::EngineCore") for t in titles) == 1, titles
+
+
 def test_server_timing_is_present_and_plausible(server: ServerProcess) -> None:
     started = time.perf_counter()
     response = httpx.post(
@@ -284,7 +295,8 @@ def test_sigterm_drains_live_streams_then_exits_zero(server: ServerProcess) -> N
         t.join(120)
     assert not any(t.is_alive() for t in threads), "a drained stream never ended"
     assert server.process.wait(timeout=120) == 0
-    assert "Exception ignored" not in server.log()  # a clean stop is quiet (no late AsyncLLM.__del__ at exit)
+    log = server.log()  # a clean stop is quiet: no late AsyncLLM.__del__ at exit, no engine "dead" to an API process
+    assert "Exception ignored" not in log and "output_handler failed" not in log and "Traceback" not in log
     assert len(outcomes) == 2
     for status, lines, finished in outcomes:
         ended = [round(f - sent, 2) for *_, f in outcomes]

@@ -63,12 +63,12 @@ async def test_small_data_url_stays_on_the_loop_large_one_takes_one_hand_off(
     media, executor, metrics = loader
     spec = VisionSpec(image_max_pixels=256 * 256)
     small = await media.image(ImageRef(data_url(image_bytes(64, 48)), "messages[0].content[0]"), spec)
-    assert executor.jobs == 0 and small.image.size[0] > 0
+    assert executor.jobs == 0 and small.image.shape[1] > 0
     large_png = image_bytes(512, 512, seed=1)  # noise: ~770 KB as PNG, ~1 MB of base64
     assert len(large_png) > 300 * 1024
     large = await media.image(ImageRef(data_url(large_png), "messages[0].content[1]"), spec)
     assert executor.jobs == 1  # decoded and hashed in a single job
-    assert large.image.size == (256, 256)
+    assert large.image.shape == (256, 256, 3)
     assert stage_count(metrics, "base64") == 2 and stage_count(metrics, "hash") == 2
     again = await media.image(ImageRef(data_url(large_png), "messages[1].content[0]"), spec)
     assert again.uuid == large.uuid and again.param == "messages[1].content[0]"  # the same content, the same id
