@@ -235,7 +235,7 @@ def test_promtool_accepts_metrics_after_real_traffic(server: ServerProcess) -> N
 def test_api_processes_are_named_like_vllms_own(server: ServerProcess) -> None:
     args = [str(a) for a in server.process.args]  # type: ignore[union-attr]
     workers = int(args[args.index("--api-workers") + 1])
-    titles = sorted(" ".join(p.cmdline()) for p in psutil.Process(server.process.pid).children(recursive=True))
+    titles = sorted(" ".join(p.cmdline()).strip() for p in psutil.Process(server.process.pid).children(recursive=True))
     api = [t for t in titles if t.startswith("VLLM::APIServer_")]
     # One API process is the server process itself; with more, the supervisor's children, one title each.
     assert api == ([f"VLLM::APIServer_{i}" for i in range(workers)] if workers > 1 else []), titles
