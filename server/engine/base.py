@@ -134,6 +134,7 @@ class EngineStep:
     finished: bool
     image_tokens: int = 0  # visual tokens of the prompt, as the engine placed them
     video_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens found in the engine's prefix cache
 
 
 @dataclass(frozen=True)

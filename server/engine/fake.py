@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.engine.base import (
@@ -26,6 +26,7 @@ from server.errors import ContextLengthError, EngineUnavailableError, ServerErro
 # The fake counts a visual item as this many prompt tokens (the real engine counts its Qwen grid).
 FAKE_TOKENS_PER_IMAGE = 16
 FAKE_TOKENS_PER_VIDEO = 32
+FAKE_CACHE_BLOCK = 16  # a prompt seen before is found in whole blocks, its last token recomputed (as vLLM does)
 
 
 @dataclass
@@ -83,7 +84,14 @@ class FakeEngine:
         words = len(request.prompt.split())
         return words + FAKE_TOKENS_PER_IMAGE * len(request.images) + FAKE_TOKENS_PER_VIDEO * len(request.videos)
 
+    def cached_tokens(self, request: EngineRequest, prompt_tokens: int) -> int:
+        """A prefix cache in miniature: a prompt identical to an earlier one (text and media) hits in whole blocks."""
+        key = (request.prompt, request.image_uuids, request.video_uuids, len(request.images), len(request.videos))
+        seen = any(key == (r.prompt, r.image_uuids, r.video_uuids, len(r.images), len(r.videos)) for r in self.requests)
+        return (prompt_tokens - 1) // FAKE_CACHE_BLOCK * FAKE_CACHE_BLOCK if seen else 0
+
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
+        cached = self.cached_tokens(request, self.prompt_tokens(request))
         self.requests.append(request)
         if self.dead:
             raise EngineUnavailableError("the inference engine has stopped")
@@ -100,7 +108,7 @@ class FakeEngine:
         self.in_flight += 1
         try:
             async for step in self._steps(outputs, longest, prompt_tokens, epoch, request.sampling.logprobs):
-                yield step
+                yield replace(step, cached_tokens=cached)
         finally:
             self.in_flight -= 1
 

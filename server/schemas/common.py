@@ -151,8 +151,10 @@ class CompletionBase(BaseModel):
 
 
 class PromptTokensDetails(BaseModel):
-    """Visual tokens among the prompt tokens, as the engine placed them (video counts exclude timestamp text)."""
+    """Visual tokens among the prompt tokens, as the engine placed them (video counts exclude timestamp text), and the
+    prompt tokens the engine's prefix cache already held (OpenAI's ``cached_tokens``)."""
 
+    cached_tokens: int = 0
     image_tokens: int = 0
     video_tokens: int = 0
 

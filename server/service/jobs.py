@@ -45,12 +45,13 @@ class Job(Protocol[ChunkT, AnswerT]):
         ...
 
 
-def usage(prompt: int, completion: int, image_tokens: int = 0, video_tokens: int = 0) -> Usage:
+def usage(prompt: int, completion: int, image_tokens: int = 0, video_tokens: int = 0, cached_tokens: int = 0) -> Usage:
+    details = PromptTokensDetails(cached_tokens=cached_tokens, image_tokens=image_tokens, video_tokens=video_tokens)
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(image_tokens=image_tokens, video_tokens=video_tokens),
+        prompt_tokens_details=details,
     )
 
 

@@ -75,7 +75,7 @@ class Run(Generic[ChunkT, AnswerT]):
     def usage(self) -> Usage:
         last = self._last
         completion = sum(c.tokens for c in self.choices)
-        return usage(last.prompt_tokens, completion, last.image_tokens, last.video_tokens)
+        return usage(last.prompt_tokens, completion, last.image_tokens, last.video_tokens, last.cached_tokens)
 
     async def chunks(self) -> AsyncIterator[ChunkT]:
         """Streaming: the job's opening chunks, one chunk per step that shows something, then its closing chunks."""

@@ -182,7 +182,13 @@ def test_stream_matches_non_stream_with_usage(client: TestClient) -> None:
     assert finishes == ["stop"]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    assert chunks[-1].usage.model_dump() == plain.usage.model_dump() if plain.usage else False
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
+    assert chunks[-1].usage.prompt_tokens_details is not None
+    # Asked again, the same prompt is found in the (fake) prefix cache: all else in the usage is the same.
+    assert plain.usage.prompt_tokens_details.cached_tokens == 0
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens > 0
+    same = {"prompt_tokens_details": {"cached_tokens"}}
+    assert chunks[-1].usage.model_dump(exclude=same) == plain.usage.model_dump(exclude=same)
     assert all(c.usage is None for c in chunks[:-1])
 
 
@@ -338,3 +344,13 @@ def test_image_over_http(private_client: TestClient, engine: FakeEngine, assets:
     response = chat(private_client, messages=user({"type": "image_url", "image_url": {"url": url}}))
     assert response.status_code == 200, response.text
     assert engine.requests[-1].images[0].shape == (64, 96, 3)  # 20×10 raised to the minimum budget on the 32-px grid
+
+
+def test_cached_tokens_come_from_the_engine(client: TestClient, engine: FakeEngine) -> None:
+    messages = user({"type": "image_url", "image_url": {"url": IMAGE}}, text("the same prompt twice"))
+    first, second = (ChatCompletion.model_validate(chat(client, messages=messages).json()) for _ in range(2))
+    assert first.usage is not None and first.usage.prompt_tokens_details is not None
+    assert second.usage is not None and second.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    expected = engine.cached_tokens(engine.requests[-1], second.usage.prompt_tokens)
+    assert second.usage.prompt_tokens_details.cached_tokens == expected > 0

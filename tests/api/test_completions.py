@@ -66,7 +66,11 @@ def test_stream_equals_non_stream_with_usage_last(client: TestClient) -> None:
     whole = Completion.model_validate(raw)
     chunks = events(client, n=2, logprobs=2, stream_options={"include_usage": True})
     *pieces, last = chunks
-    assert last["choices"] == [] and last["usage"] == raw["usage"]
+    assert last["choices"] == []
+    # Asked again, a prompt can be found in the prefix cache (not this one: it is shorter than a whole block).
+    assert last["usage"]["prompt_tokens_details"].pop("cached_tokens") == 0
+    assert raw["usage"]["prompt_tokens_details"].pop("cached_tokens") == 0
+    assert last["usage"] == raw["usage"]
     for index, choice in enumerate(whole.choices):
         mine = [c for chunk in pieces for c in chunk["choices"] if c["index"] == index]
         assert "".join(c["text"] for c in mine) == choice.text

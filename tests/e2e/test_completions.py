@@ -72,3 +72,13 @@ def test_a_vision_placeholder_in_a_raw_prompt_is_refused(dense_server: LiveServe
         create(dense_server, prompt="look: <|vision_start|><|image_pad|><|vision_end|>", max_tokens=1)
     assert caught.value.response.json()["error"]["param"] == "prompt"
     assert create(dense_server, prompt="still fine", max_tokens=1).choices[0].finish_reason in ("stop", "length")
+
+
+def test_cached_tokens_on_a_repeated_raw_prompt(dense_server: LiveServer) -> None:
+    prompt = "<|im_start|>user\n" + " ".join(f"c{n}" for n in range(300, 500)) + "<|im_end|>\n<|im_start|>assistant\n"
+    first, second = (create(dense_server, prompt=prompt, max_tokens=2, temperature=0) for _ in range(2))
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.prompt_tokens_details is not None and second.usage.prompt_tokens_details is not None
+    before, after = first.usage.prompt_tokens_details.cached_tokens, second.usage.prompt_tokens_details.cached_tokens
+    assert isinstance(before, int) and isinstance(after, int)
+    assert before < after < second.usage.prompt_tokens

@@ -340,3 +340,23 @@ def test_placeholder_tokens_in_text_never_reach_the_engine(dense_server: LiveSer
             complete(dense_server, [{"role": "user", "content": text}], max_tokens=2)
         assert info.value.code == "reserved_token_in_text"
     assert complete(dense_server, image_message(data_url(png(64, 64))), max_tokens=2).usage is not None
+
+
+def test_cached_tokens_report_the_engine_prefix_cache(dense_server: LiveServer) -> None:
+    """The second of two identical image requests finds its prefix (text and image) in vLLM's prefix cache, and
+    ``usage.prompt_tokens_details.cached_tokens`` says how much of it; the stream's usage chunk says the same."""
+    words = " ".join(f"w{n}" for n in np.random.default_rng(7).integers(0, 10**6, 200))  # a prefix no test sent
+    messages = image_message(data_url(png(256, 192, seed=17)), prompt=words)
+    first = complete(dense_server, messages, max_tokens=4, temperature=0)
+    second = complete(dense_server, messages, max_tokens=4, temperature=0)
+    assert first.usage is not None and second.usage is not None
+    assert first.usage.prompt_tokens == second.usage.prompt_tokens
+    first_cached = first.usage.prompt_tokens_details and first.usage.prompt_tokens_details.cached_tokens
+    second_cached = second.usage.prompt_tokens_details and second.usage.prompt_tokens_details.cached_tokens
+    assert isinstance(first_cached, int) and isinstance(second_cached, int)
+    assert first_cached < second_cached < second.usage.prompt_tokens  # the last prompt token is always recomputed
+    assert second_cached >= second.usage.prompt_tokens // 2  # most of a ~650-token prompt is in whole blocks
+    _, chunks = stream(dense_server, messages, max_tokens=4, temperature=0)
+    streamed = chunks[-1].usage
+    assert streamed is not None and streamed.prompt_tokens_details is not None
+    assert streamed.prompt_tokens_details.cached_tokens == second_cached
