@@ -54,6 +54,7 @@ class FakeEngine:
     in_flight: int = 0
     requests: list[EngineRequest] = field(default_factory=list)
     rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
+    prompts_seen: set[tuple[Any, ...]] = field(default_factory=set)  # the miniature prefix cache's keys
 
     @property
     def model(self) -> ModelInfo:
@@ -86,12 +87,15 @@ class FakeEngine:
 
     def cached_tokens(self, request: EngineRequest, prompt_tokens: int) -> int:
         """A prefix cache in miniature: a prompt identical to an earlier one (text and media) hits in whole blocks."""
-        key = (request.prompt, request.image_uuids, request.video_uuids, len(request.images), len(request.videos))
-        seen = any(key == (r.prompt, r.image_uuids, r.video_uuids, len(r.images), len(r.videos)) for r in self.requests)
-        return (prompt_tokens - 1) // FAKE_CACHE_BLOCK * FAKE_CACHE_BLOCK if seen else 0
+        return (
+            (prompt_tokens - 1) // FAKE_CACHE_BLOCK * FAKE_CACHE_BLOCK
+            if _cache_key(request) in self.prompts_seen
+            else 0
+        )
 
     async def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
         cached = self.cached_tokens(request, self.prompt_tokens(request))
+        self.prompts_seen.add(_cache_key(request))
         self.requests.append(request)
         if self.dead:
             raise EngineUnavailableError("the inference engine has stopped")
@@ -185,3 +189,7 @@ def _logprobs(token: str, alternatives: int | None) -> tuple[TokenLogprob, ...]:
         return ()
     top = tuple(TopLogprob(f"{token}~{k}", -1.0 - k, tuple(f"{token}~{k}".encode())) for k in range(alternatives))
     return (TokenLogprob(token, -0.5, tuple(token.encode()), top),)
+
+
+def _cache_key(request: EngineRequest) -> tuple[Any, ...]:
+    return (request.prompt, request.image_uuids, request.video_uuids, len(request.images), len(request.videos))

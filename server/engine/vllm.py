@@ -173,7 +173,7 @@ class VllmEngine:
             finished=bool(out.finished),
             image_tokens=image_tokens,
             video_tokens=video_tokens,
-            cached_tokens=int(getattr(out, "num_cached_tokens", 0) or 0),
+            cached_tokens=out.num_cached_tokens or 0,
         )
 
     async def _render(self, request: EngineRequest) -> dict[str, Any]:
