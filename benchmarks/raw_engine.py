@@ -4,8 +4,10 @@
 
 Run by ``benchmarks.side_by_side`` in a process of its own (one engine alive at a time). The same datasets as the HTTP
 runs (``benchmarks.datasets.make_dataset``), the same sampling (temperature 0, ``ignore_eos``, the same
-``max_tokens``) and the same closed-loop concurrency; images are decoded to PIL before the clock starts, as a caller
-with decoded media would hand them over. Videos are not driven here (the raw path would need Qwen3-VL's video metadata
+``max_tokens``) and the same closed-loop concurrency; images are decoded before the clock starts to RGB uint8 arrays,
+the fastest form vLLM's renderer takes (and the one our gateway hands over). The CPU of this process (the driver and
+AsyncLLM's front half: renderer, HF processor, output processing) is measured as the servers' gateways are: it is the
+floor of what any server built on ``AsyncLLM`` spends per request, before HTTP, JSON or media decoding. Videos are not driven here (the raw path would need Qwen3-VL's video metadata
 assembled by hand); the video workload compares the two servers only.
 """
 
@@ -15,6 +17,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.datasets import RequestSpec
+from benchmarks.process_tree import TreeSampler
 from benchmarks.report import RequestRecord, summarize
 from benchmarks.workloads import WORKLOADS, Workload
 
 
 def _prompt(processor: Any, spec: RequestSpec) -> dict[str, Any]:
+    import numpy as np
     from PIL import Image
 
     content: list[dict[str, Any]] = [{"type": "image"} for _ in spec.images]
@@ -36,9 +41,7 @@ def _prompt(processor: Any, spec: RequestSpec) -> dict[str, Any]:
     )
     prompt: dict[str, Any] = {"prompt": text}
     if spec.images:
-        images = [Image.open(io.BytesIO(data)) for data in spec.images]
-        for image in images:
-            image.load()
+        images = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in spec.images]
         prompt["multi_modal_data"] = {"image": images}
     return prompt
 
@@ -99,9 +102,11 @@ async def run(model: str, workloads: Sequence[Workload], concurrency: int) -> di
         for workload in workloads:
             requests = workload.dataset(workload.requests)
             prompts = [_prompt(processor, r) for r in requests]  # decoded before the clock starts
-            start = time.perf_counter()
-            records = await _drive(llm, prompts, requests[0].max_tokens, concurrency)
-            results[workload.name] = summarize(records, duration_s=time.perf_counter() - start)
+            with TreeSampler(os.getpid()) as sampler:  # this process is "api", AsyncLLM's engine core "engine"
+                start = time.perf_counter()
+                records = await _drive(llm, prompts, requests[0].max_tokens, concurrency)
+                duration = time.perf_counter() - start
+            results[workload.name] = {**summarize(records, duration_s=duration), **sampler.summary(len(records))}
     finally:
         llm.shutdown()
     return results

@@ -73,7 +73,8 @@ def _health_p99(summary: dict[str, Any] | None) -> float | None:
 
 def table(results: dict[str, Any], workloads: Sequence[Workload]) -> str:
     """One row per workload: req/s of every target, then ours / vLLM, ours / raw, ours-wN / vLLM; gateway CPU per
-    request of every server target and ours / vLLM; /health p99 while loaded of every server target."""
+    request of the raw engine's process (AsyncLLM's front half: the floor of any server on it) and of every server
+    target, and ours / vLLM; /health p99 while loaded of every server target."""
     ours = ours_targets(list(results))
     main, variants = ours[0], ours[1:]
     servers = ["vllm", *ours]
@@ -82,7 +83,7 @@ def table(results: dict[str, Any], workloads: Sequence[Workload]) -> str:
         + "".join(f"{t} req/s | " for t in ours)
         + f"{main} / vLLM | {main} / raw | "
         + "".join(f"{t} / vLLM | " for t in variants)
-        + f"gateway CPU ms/request ({' / '.join(_label(t) for t in servers)}) | {main} / vLLM gateway CPU "
+        + f"gateway CPU ms/request ({' / '.join(_label(t) for t in ('raw', *servers))}) | {main} / vLLM gateway CPU "
         + f"| /health p99 ms while loaded ({' / '.join(_label(t) for t in servers)}) |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -92,8 +93,8 @@ def table(results: dict[str, Any], workloads: Sequence[Workload]) -> str:
         cells = [w.name, *(_num(rps[t]) for t in ("raw", *servers))]
         cells += [_ratio(rps[main], rps["vllm"]), _ratio(rps[main], rps["raw"])]
         cells += [_ratio(rps[t], rps["vllm"]) for t in variants]
-        cpu = {t: _gateway_cpu(row[t]) for t in servers}
-        cells += [" / ".join(_num(cpu[t]) for t in servers), _ratio(cpu[main], cpu["vllm"])]
+        cpu = {t: _gateway_cpu(row[t]) for t in ("raw", *servers)}
+        cells += [" / ".join(_num(cpu[t]) for t in ("raw", *servers)), _ratio(cpu[main], cpu["vllm"])]
         cells.append(" / ".join(_num(_health_p99(row[t])) for t in servers))
         lines.append("| " + " | ".join(cells) + " |")
     if "unique-448" in results[main] and "repeated-448" in results[main]:
@@ -171,7 +172,8 @@ def render(document: dict[str, Any]) -> str:
         f"{', '.join(f'{k} {v}' for k, v in document.get('versions', {}).items())})\n\n"
         "Gateway CPU = CPU seconds (user + system) over the measured run of the server's processes but vLLM's engine "
         "(`VLLM::EngineCore`, `VLLM::Worker`), per request sent: the API process(es), our media decode workers, "
-        "anything else they started.\n\n"
+        "anything else they started. For the raw engine it is the CPU of the process driving `AsyncLLM` (its "
+        "renderer, HF processor and output processing, fed decoded arrays): the floor of any server built on it.\n\n"
     )
     md += table(document["results"], workloads) + "\n\n"
     md += details(document["results"], workloads) + "\n"

@@ -65,7 +65,7 @@ def test_table_with_ours_wn_and_gateway_cpu(tmp_path: Path) -> None:
     workloads = [WORKLOADS["unique-448"], WORKLOADS["video-30f"]]
     names = [w.name for w in workloads]
     results = {
-        "raw": {"unique-448": summary(30.0, 100)},
+        "raw": {"unique-448": summary(30.0, 100, cpu=8.0)},
         "vllm": {n: summary(20.0, 300, 12.0, cpu=24.0) for n in names},
         "ours-w2": {n: summary(25.0, 250, 4.0, cpu=10.0) for n in names},
         "ours": {n: summary(27.0, 200, 5.0, cpu=12.0) for n in names},
@@ -73,10 +73,10 @@ def test_table_with_ours_wn_and_gateway_cpu(tmp_path: Path) -> None:
     md = table(results, workloads)
     lines = md.splitlines()
     assert lines[0].startswith("| workload | raw engine req/s | vLLM server req/s | ours req/s | ours-w2 req/s |")
-    assert "gateway CPU ms/request (vLLM / ours / ours-w2) | ours / vLLM gateway CPU" in lines[0]
+    assert "gateway CPU ms/request (raw / vLLM / ours / ours-w2) | ours / vLLM gateway CPU" in lines[0]
     assert lines[1].count("---") == lines[0].count("|") - 1
     assert lines[2] == (
-        "| unique-448 | 30.0 | 20.0 | 27.0 | 25.0 | 1.35× | 0.90× | 1.25× | 24.0 / 12.0 / 10.0 | 0.50× "
+        "| unique-448 | 30.0 | 20.0 | 27.0 | 25.0 | 1.35× | 0.90× | 1.25× | 8.0 / 24.0 / 12.0 / 10.0 | 0.50× "
         "| 12.0 / 5.0 / 4.0 |"
     )
     assert lines[3].startswith("| video-30f | – | 20.0 | 27.0 | 25.0 | 1.35× | – | 1.25× |")
