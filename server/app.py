@@ -242,7 +242,7 @@ def _serve_with(state: AppState, engine: Engine, media: MediaLoader) -> None:
     state.admission = Admission(limits, state.metrics.admission, ledger)
     state.engine = engine
     runner = state.runner = GenerationRunner(engine, state.admission, state.metrics.generation)
-    state.chat = ChatService(runner, media)
+    state.chat = ChatService(runner, media, settings.max_tool_calls)
     state.completions = CompletionService(runner)
 
 

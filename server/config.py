@@ -182,6 +182,12 @@ class Settings(BaseSettings):
         True,
         description="Grammars allow no free whitespace in JSON, so a weak model cannot pad an answer until max_tokens.",
     )
+    max_tool_calls: int = Field(
+        8,
+        ge=1,
+        le=128,
+        description="Most tool calls in one answer with parallel_tool_calls (tool_choice required: the grammar's bound).",
+    )
 
     # --- Media --------------------------------------------------------------------------------------------------------
     media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")

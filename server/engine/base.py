@@ -5,6 +5,7 @@ Everything above this boundary (service, api) talks to an ``Engine``; only ``ser
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -49,8 +50,14 @@ class OutputSpec:
     tools: tuple[Mapping[str, Any], ...] = ()  # OpenAI tool objects: {"type": "function", "function": {...}}
     tool_choice: str | Mapping[str, Any] = "none"  # "none" | "auto" | "required" | {"type": "function", ...}
     parallel_tool_calls: bool = True
+    max_tool_calls: int = 8  # the most calls one answer may make with parallel calls (the server's --max-tool-calls)
     response_format: Mapping[str, Any] | None = None  # {"type": "json_object"} | {"type": "json_schema", ...}
     chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def call_limit(self) -> int:
+        """The most tool calls one answer may make: one without parallel calls."""
+        return self.max_tool_calls if self.parallel_tool_calls else 1
 
     @property
     def named_tool(self) -> str | None:
@@ -77,6 +84,22 @@ class EngineRequest:
     video_uuids: tuple[str, ...] = ()
     # The request field the prompt came from, named in context-length errors ("messages" for chat, "prompt" for text).
     prompt_param: str = "messages"
+    # Client text that spells an added token, in order: the prompt holds literal_marker(k) for literals[k], and the
+    # engine tokenizes it as plain text (the template's own markers stay the control tokens they are).
+    literals: tuple[str, ...] = ()
+
+
+LITERAL_OPEN, LITERAL_CLOSE = "\ue000", "\ue001"  # private-use characters; in client text they are literals too
+LITERAL_MARKER = re.compile(LITERAL_OPEN + r"(\d+)" + LITERAL_CLOSE)
+
+
+def literal_marker(index: int) -> str:
+    return f"{LITERAL_OPEN}{index}{LITERAL_CLOSE}"
+
+
+def with_literals(prompt: str, literals: Sequence[str]) -> str:
+    """The prompt as text, each marker replaced by its literal (what the client wrote)."""
+    return LITERAL_MARKER.sub(lambda m: literals[int(m.group(1))], prompt) if literals else prompt
 
 
 @dataclass(frozen=True)
@@ -147,6 +170,9 @@ class ModelInfo:
     vocab_size: int = 0  # 0: unknown
     vision: VisionSpec = field(default_factory=lambda: VisionSpec())
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Every string the tokenizer reads as one added token (<|im_end|>, <|image_pad|>, <think>, ...): in client text
+    # they are literals (see LITERAL_MARKER), never control or placeholder tokens.
+    added_tokens: tuple[str, ...] = ()
 
 
 class Engine(Protocol):

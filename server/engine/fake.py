@@ -20,6 +20,7 @@ from server.engine.base import (
     TokenLogprob,
     TopLogprob,
     VisionSpec,
+    with_literals,
 )
 from server.errors import ContextLengthError, EngineUnavailableError, ServerError
 
@@ -27,6 +28,13 @@ from server.errors import ContextLengthError, EngineUnavailableError, ServerErro
 FAKE_TOKENS_PER_IMAGE = 16
 FAKE_TOKENS_PER_VIDEO = 32
 FAKE_CACHE_BLOCK = 16  # a prompt seen before is found in whole blocks, its last token recomputed (as vLLM does)
+# Qwen3-VL's added tokens (its tokenizer's get_added_vocab()), so client text that spells one is set aside as a literal.
+FAKE_ADDED_TOKENS = (
+    *(f"<|{name}|>" for name in ("endoftext", "im_start", "im_end", "object_ref_start", "object_ref_end")),
+    *(f"<|{name}|>" for name in ("box_start", "box_end", "quad_start", "quad_end", "vision_start", "vision_end")),
+    *(f"<|{name}|>" for name in ("vision_pad", "image_pad", "video_pad")),
+    *("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>"),
+)
 
 
 @dataclass
@@ -64,6 +72,7 @@ class FakeEngine:
             max_model_len=self.max_model_len,
             created=1700000000,
             vision=self.vision,
+            added_tokens=FAKE_ADDED_TOKENS,
         )
 
     def render_prompt(self, messages: Sequence[Mapping[str, Any]], **template_kwargs: Any) -> str:
@@ -82,7 +91,7 @@ class FakeEngine:
         return "\n".join(parts) + "\n<assistant>"
 
     def prompt_tokens(self, request: EngineRequest) -> int:
-        words = len(request.prompt.split())
+        words = len(with_literals(request.prompt, request.literals).split())
         return words + FAKE_TOKENS_PER_IMAGE * len(request.images) + FAKE_TOKENS_PER_VIDEO * len(request.videos)
 
     def cached_tokens(self, request: EngineRequest, prompt_tokens: int) -> int:

@@ -15,7 +15,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from server.engine.base import EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.base import LITERAL_MARKER, EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.tokens import inert_ids
 from server.engine.vllm_options import ClientSlot, EngineOptions, engine_args, resolve_reasoning_parser
 from server.engine.vllm_output import (
     ChoiceParser,
@@ -55,6 +56,7 @@ class VllmEngine:
         structured = getattr(getattr(llm, "vllm_config", None), "structured_outputs_config", None)
         compact = bool(getattr(structured, "disable_any_whitespace", False))
         self._output = OutputParsing(self._tokenizer, parsers or ParserNames(), llm.model_config, compact_json=compact)
+        self._added_ids = frozenset(self._tokenizer.get_added_vocab().values())
 
     @classmethod
     def start(cls, options: EngineOptions, wedged_after_s: float = 120.0, slot: ClientSlot | None = None) -> VllmEngine:
@@ -88,6 +90,7 @@ class VllmEngine:
             vision=_vision_spec(llm),
             vocab_size=int(llm.model_config.get_vocab_size()),
             extra={"tool_call_parser": options.tool_call_parser, "reasoning_parser": options.reasoning_parser},
+            added_tokens=tuple(llm.get_tokenizer().get_added_vocab()),
         )
         names = ParserNames(tool_call_parser=options.tool_call_parser, reasoning_parser=options.reasoning_parser)
         return cls(llm, info, wedged_after_s, names)
@@ -180,6 +183,8 @@ class VllmEngine:
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         prompt: dict[str, Any] = {"prompt": request.prompt}
+        if request.literals:  # tokenized here, so the literals stay text; the renderer then sees the token ids
+            prompt = {"prompt_token_ids": await asyncio.to_thread(self._token_ids, request.prompt, request.literals)}
         mm: dict[str, Any] = {}
         if request.images:
             mm["image"] = list(request.images)
@@ -213,6 +218,21 @@ class VllmEngine:
             logger.info("multimodal processing failed: %s", exc)
             raise InvalidRequestError("the media could not be processed by the model's processor") from exc
         return dict(engine_input)
+
+    def _token_ids(self, prompt: str, literals: Sequence[str]) -> list[int]:
+        """The prompt's token ids: the rendered text between markers as the renderer would tokenize it (added tokens
+        are the template's own), each literal as plain text (``inert_ids``)."""
+        pieces = LITERAL_MARKER.split(prompt)  # text, index, text, index, ..., text
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                try:
+                    ids += inert_ids(self._tokenizer, literals[int(piece)], self._added_ids)
+                except ValueError as exc:  # a tokenizer whose added token is a single character: no plain form
+                    raise InvalidRequestError("the messages spell a token that has no plain-text form") from exc
+            elif piece:
+                ids += self._tokenizer.encode(piece, add_special_tokens=False)
+        return ids
 
     def _sampling_params(self, request: EngineRequest, prompt_len: int, plan: RequestOutputPlan) -> Any:
         from vllm import SamplingParams

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from server.engine.base import ChoiceDelta, OutputSpec, TokenLogprob, ToolCallDelta, TopLogprob
+from server.engine.grammar import bounded_calls, compact_arguments, json_safe_schema
 from server.errors import ContextLengthError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class OutputParsing:
             body["tools"] = [_pinned(tool) if forced else dict(tool) for tool in spec.tools]
             body["tool_choice"] = spec.tool_choice
         if spec.response_format is not None:
-            body["response_format"] = dict(spec.response_format)
+            body["response_format"] = _json_safe_format(spec.response_format)
         try:
             request = ChatCompletionRequest.model_validate(body)
         except ValueError as exc:  # our API validated these fields already; vLLM's model may still be stricter
@@ -86,8 +87,17 @@ class OutputParsing:
             parser = self._new_parser(spec)
             request = parser.adjust_request(request)
         structured = request.extract_structured_outputs()
-        if self._compact_json and structured is not None and structured.structural_tag:
-            structured = replace(structured, structural_tag=_bounded_whitespace(structured.structural_tag))
+        if structured is not None and structured.structural_tag:
+            tag = bounded_calls(json.loads(structured.structural_tag), spec.call_limit)
+            if self._compact_json:
+                try:
+                    tag = compact_arguments(tag)
+                except RuntimeError as exc:  # xgrammar refused a tool's parameter schema (e.g. a lookbehind)
+                    message = _XGRAMMAR_LOCATION.sub("", first_line(exc)).strip()
+                    raise InvalidRequestError(
+                        f"a tool's parameters cannot be compiled: {message}", param="tools"
+                    ) from exc
+            structured = replace(structured, structural_tag=json.dumps(tag))
         return RequestOutputPlan(self, request, spec, structured, parser)
 
     def _new_parser(self, spec: OutputSpec) -> Any:
@@ -117,24 +127,13 @@ def _pinned(tool: Mapping[str, Any]) -> dict[str, Any]:
     return {**tool, "function": function}
 
 
-def _bounded_whitespace(structural_tag: str) -> str:
-    """The engine's compact-JSON setting (``disable_any_whitespace``) covers JSON-schema grammars but not the JSON inside
-    a structural tag (the tool calls' arguments), where xgrammar allows unlimited whitespace by default: a weak model
-    then pads a forced call with blanks until max_tokens. Allow at most one blank in a row there (xgrammar's smallest
-    bound; 0 is refused)."""
-
-    def bound(node: Any) -> Any:
-        if isinstance(node, dict):
-            node = {key: bound(value) for key, value in node.items()}
-            is_json = node.get("type") == "json_schema" and node.get("style", "json") == "json"
-            if is_json and node.get("max_whitespace_cnt") is None:
-                node["max_whitespace_cnt"] = 1
-            return node
-        if isinstance(node, list):
-            return [bound(item) for item in node]
-        return node
-
-    return json.dumps(bound(json.loads(structural_tag)))
+def _json_safe_format(response_format: Mapping[str, Any]) -> dict[str, Any]:
+    """``response_format`` with its JSON schema made safe for xgrammar (``grammar.json_safe_schema``)."""
+    found = dict(response_format)
+    inner = found.get("json_schema")
+    if isinstance(inner, Mapping) and "schema" in inner:
+        found["json_schema"] = {**inner, "schema": json_safe_schema(inner["schema"])}
+    return found
 
 
 @dataclass

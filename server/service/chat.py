@@ -3,6 +3,7 @@ chat chunks or a whole ``ChatCompletion`` from the same applied steps."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -60,12 +61,13 @@ def _openai_reason(reason: str | None, output: OutputSpec, called: bool) -> Fini
     return "stop"
 
 
-def output_spec(req: ChatCompletionRequest) -> OutputSpec:
+def output_spec(req: ChatCompletionRequest, max_tool_calls: int = 8) -> OutputSpec:
     choice = req.effective_tool_choice
     return OutputSpec(
         tools=tuple(tool.model_dump(exclude_none=True) for tool in req.tools or ()),
         tool_choice=choice if isinstance(choice, str) else choice.model_dump(),
         parallel_tool_calls=req.parallel_tool_calls,
+        max_tool_calls=max_tool_calls,
         response_format=None if req.response_format is None else req.response_format.model_dump(by_alias=True),
         chat_template_kwargs=req.chat_template_kwargs.as_kwargs() if req.chat_template_kwargs else {},
     )
@@ -87,11 +89,21 @@ def _logprobs_out(req: ChatCompletionRequest, items: Sequence[TokenLogprob]) -> 
     )
 
 
+def _whole_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _choice(req: ChatCompletionRequest, output: OutputSpec, state: ChoiceState) -> Choice:
     calls = [
         ToolCall(id=call.id, function=ToolCallFunction(name=call.name, arguments="".join(call.arguments)))
         for _, call in sorted(state.tool_calls.items())
     ]
+    if state.finish_reason == "length":  # a call cut off by max_tokens is not a call (a stream saw its pieces go by)
+        calls = [call for call in calls if _whole_json(call.function.arguments)]
     content = "".join(state.content)
     return Choice(
         index=state.index,
@@ -109,17 +121,18 @@ def _choice(req: ChatCompletionRequest, output: OutputSpec, state: ChoiceState) 
 class ChatService:
     """Turns a chat request into a job, checking everything that needs no work first."""
 
-    def __init__(self, runner: GenerationRunner, media: MediaLoader) -> None:
+    def __init__(self, runner: GenerationRunner, media: MediaLoader, max_tool_calls: int = 8) -> None:
         self._runner = runner
         self._engine = runner.engine
         self._media = media
+        self._max_tool_calls = max_tool_calls
 
     def job(self, req: ChatCompletionRequest) -> ChatJob:
         """The model, the media counts and the request's estimated cost, decided before any work."""
         self._runner.check_model(req.model)
-        conversation = build_conversation(req.messages, self._media.limits)
+        conversation = build_conversation(req.messages, self._media.limits, self._engine.model.added_tokens)
         cost = estimate_cost(conversation, req.completion_limit, self._engine.model, self._media.ceilings)
-        return ChatJob(req, conversation, cost, self._engine, self._media)
+        return ChatJob(req, conversation, cost, self._engine, self._media, self._max_tool_calls)
 
 
 @dataclass
@@ -131,13 +144,14 @@ class ChatJob:
     cost: int
     engine: Engine
     media: MediaLoader
+    max_tool_calls: int = 8
     request_id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
     output: OutputSpec = field(init=False)
     model: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.output = output_spec(self.req)
+        self.output = output_spec(self.req, self.max_tool_calls)
         self.model = self.engine.model.name  # read once, not per chunk
 
     async def prepare(self) -> EngineRequest:
@@ -147,7 +161,7 @@ class ChatJob:
         template_kwargs: dict[str, Any] = dict(self.output.chat_template_kwargs)
         if self.output.tools and self.output.tool_choice != "none":
             # tool_choice none: the model is not shown the tools at all (it cannot be tempted to call one).
-            template_kwargs["tools"] = [dict(tool) for tool in self.output.tools]
+            template_kwargs["tools"] = [self.conversation.literals.value(tool) for tool in self.output.tools]
         prompt = self.engine.render_prompt(self.conversation.messages, **template_kwargs)
         req = self.req
         return EngineRequest(
@@ -162,6 +176,7 @@ class ChatJob:
             visual_items=tuple(media.items),
             image_uuids=tuple(item.uuid for item in media.images),
             video_uuids=tuple(item.uuid for item in media.videos),
+            literals=tuple(self.conversation.literals.items),
         )
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:

@@ -76,10 +76,13 @@ def _call_id() -> str:
 
 
 def keep_allowed_calls(delta: ChoiceDelta, output: OutputSpec) -> ChoiceDelta:
-    """``parallel_tool_calls: false``: only the first call survives (vLLM's own server filters the same way)."""
-    if output.parallel_tool_calls or not any(call.index > 0 for call in delta.tool_calls):
+    """Calls beyond ``output.max_tool_calls`` are dropped: ``parallel_tool_calls: false`` keeps only the first (vLLM's
+    own server filters the same way); otherwise the server's bound, which a forced call's grammar enforces already and
+    an ``auto`` answer can only reach in text."""
+    most = output.call_limit
+    if not any(call.index >= most for call in delta.tool_calls):
         return delta
-    return replace(delta, tool_calls=tuple(call for call in delta.tool_calls if call.index == 0))
+    return replace(delta, tool_calls=tuple(call for call in delta.tool_calls if call.index < most))
 
 
 def apply_step(step: EngineStep, choices: Sequence[ChoiceState], output: OutputSpec) -> list[Piece]:

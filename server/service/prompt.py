@@ -6,13 +6,16 @@ Limits on how many media parts a request may carry are checked here, before anyt
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
+from server.engine.base import LITERAL_CLOSE, LITERAL_OPEN, literal_marker
 from server.errors import InvalidRequestError
 from server.media.budget import ImageControls, VideoControls
 from server.media.limits import MediaLimits
@@ -32,39 +35,47 @@ from server.schemas.chat import (
 
 _TEMPLATE_ROLE = {"developer": "system"}
 
-# Qwen's control and vision placeholder tokens. Text that spells one would be tokenized as the token itself: a vision
-# placeholder without media (the processor then fails or misaligns media) or a forged role boundary. Refused with a 400.
+# Qwen's vision placeholder tokens: /v1/completions' raw prompt may not spell them (its documented rule); in chat text
+# every added token is a literal instead (``Literals``).
 VISION_TOKENS = ("image_pad", "video_pad", "vision_start", "vision_end", "vision_pad")
-CONTROL_TOKENS = (
-    "im_start",
-    "im_end",
-    "endoftext",
-    "object_ref_start",
-    "object_ref_end",
-    "box_start",
-    "box_end",
-    "quad_start",
-    "quad_end",
-)
 
 
 def special_tokens(names: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(r"<\|(?:" + "|".join(names) + r")\|>")
 
 
-_RESERVED = special_tokens(VISION_TOKENS + CONTROL_TOKENS)
+@functools.lru_cache(maxsize=8)
+def _added_token_pattern(added_tokens: tuple[str, ...]) -> re.Pattern[str]:
+    """Any added token's text (longest first), or a marker character the client wrote itself."""
+    names = sorted((t for t in added_tokens if t), key=len, reverse=True)
+    return re.compile("|".join([*(re.escape(t) for t in names), f"[{LITERAL_OPEN}{LITERAL_CLOSE}]"]))
 
 
-def _check_text(text: str, param: str) -> str:
-    found = _RESERVED.search(text)
-    if found:
-        raise InvalidRequestError(
-            f"{param} contains the reserved token '{found.group(0)}'; media go in image_url/video_url parts, "
-            "and the chat template adds role markers itself",
-            param=param,
-            code="reserved_token_in_text",
-        )
-    return text
+class Literals:
+    """Client text that spells an added token (``<|im_end|>``, ``<|image_pad|>``, ``<think>``...), set aside: the
+    rendered prompt holds a marker where it was, and the engine tokenizes it as the plain text it is. Neither a forged
+    role boundary nor a vision placeholder without media can come from client text, and nothing is refused."""
+
+    def __init__(self, added_tokens: tuple[str, ...]) -> None:
+        self._pattern = _added_token_pattern(added_tokens)
+        self.items: list[str] = []
+
+    def text(self, text: str) -> str:
+        return self._pattern.sub(self._set_aside, text) if self._pattern.search(text) else text
+
+    def value(self, value: Any) -> Any:
+        """JSON data (a tool's definition) with every string in it (keys too) handled by ``text``."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def _set_aside(self, found: re.Match[str]) -> str:
+        self.items.append(found.group(0))
+        return literal_marker(len(self.items) - 1)
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,13 @@ class Conversation:
     messages: list[dict[str, Any]]
     images: list[ImageRef]
     videos: list[VideoRef]
+    literals: Literals = field(default_factory=lambda: Literals(()))
 
 
-def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversation:
+def build_conversation(
+    messages: list[Message], limits: MediaLimits, added_tokens: tuple[str, ...] = ()
+) -> Conversation:
+    literals = Literals(added_tokens)
     out: list[dict[str, Any]] = []
     images: list[ImageRef] = []
     videos: list[VideoRef] = []
@@ -83,15 +98,15 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
         if message.content is None or isinstance(message.content, str):
             entry: dict[str, Any] = {
                 "role": role,
-                "content": _check_text(message.content or "", f"messages[{i}].content"),
+                "content": literals.text(message.content or ""),
             }
-            out.append(_with_tool_fields(entry, message, i))
+            out.append(_with_tool_fields(entry, message, literals))
             continue
         parts: list[dict[str, Any]] = []
         for j, part in enumerate(message.content):
             where = f"messages[{i}].content[{j}]"
             if isinstance(part, TextPart):
-                parts.append({"type": "text", "text": _check_text(part.text, f"{where}.text")})
+                parts.append({"type": "text", "text": literals.text(part.text)})
             elif isinstance(part, ImageURLPart):
                 controls = _image_controls(part, part.image_url, detail=part.image_url.detail)
                 images.append(ImageRef(part.image_url.url, f"{where}.image_url", controls))
@@ -105,28 +120,32 @@ def build_conversation(messages: list[Message], limits: MediaLimits) -> Conversa
             elif isinstance(part, VideoPart):
                 videos.append(_video_part(part, f"{where}.video"))
                 parts.append({"type": "video"})
-        out.append(_with_tool_fields({"role": role, "content": parts}, message, i))
+        out.append(_with_tool_fields({"role": role, "content": parts}, message, literals))
     _check_counts(images, videos, limits)
-    return Conversation(messages=out, images=images, videos=videos)
+    return Conversation(messages=out, images=images, videos=videos, literals=literals)
 
 
-def _with_tool_fields(entry: dict[str, Any], message: Message, i: int) -> dict[str, Any]:
+def _with_tool_fields(entry: dict[str, Any], message: Message, literals: Literals) -> dict[str, Any]:
     """The assistant's earlier tool calls and the tool's answers, as chat templates expect them (arguments as a JSON
     object where they parse, as vLLM's renderer passes them)."""
     if isinstance(message, AssistantMessageParam) and message.tool_calls:
         calls = []
-        for j, call in enumerate(message.tool_calls):
-            arguments: Any = _check_text(call.function.arguments, f"messages[{i}].tool_calls[{j}].function.arguments")
+        for call in message.tool_calls:
+            arguments: Any = literals.text(call.function.arguments)
             with contextlib.suppress(ValueError):
                 arguments = json.loads(arguments)
             calls.append(
-                {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": literals.text(call.function.name), "arguments": arguments},
+                }
             )
         entry["tool_calls"] = calls
     if isinstance(message, ToolMessageParam):
-        entry["tool_call_id"] = message.tool_call_id
+        entry["tool_call_id"] = literals.text(message.tool_call_id)
         if message.name is not None:
-            entry["name"] = message.name
+            entry["name"] = literals.text(message.name)
     return entry
 
 

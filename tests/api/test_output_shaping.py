@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from server.config import Settings
 from server.engine.base import ToolCallDelta
 from server.engine.fake import FakeEngine
 from tests.api.shaping import (
@@ -89,14 +90,6 @@ def test_without_a_call_tools_finish_with_stop(client: TestClient, engine: FakeE
     assert choice["finish_reason"] == "stop"
     assert choice["message"]["content"] == "No tool needed."
     assert "tool_calls" not in choice["message"]
-
-
-def test_a_call_cut_by_max_tokens_finishes_with_length(client: TestClient, engine: FakeEngine) -> None:
-    script(engine, TWO_CALLS)
-    raw = complete(client, tools=TOOLS, max_tokens=3)
-    choice = raw["choices"][0]
-    assert choice["finish_reason"] == "length"
-    assert message_calls(choice["message"]) == [("get_weather", '{"city": ')]
 
 
 def test_n_choices_each_get_their_own_calls_with_unique_ids(client: TestClient, engine: FakeEngine) -> None:
@@ -236,3 +229,45 @@ def test_parallel_tool_calls_true_or_unset_keeps_every_call(
     assert message_calls(complete(client, **body)["choices"][0]["message"]) == EXPECTED_TWO_CALLS
     assert engine.requests[-1].output.parallel_tool_calls is True
     assert streamed_calls(reassemble(stream(client, **body))[0]) == EXPECTED_TWO_CALLS
+
+
+# --- 4. bounded calls, and a call cut off by max_tokens -----------------------------------------------------------------
+
+THREE_CALLS = [
+    *TWO_CALLS,
+    part(calls=[ToolCallDelta(index=2, name="get_weather")]),
+    part(calls=[ToolCallDelta(index=2, arguments='{"city": "Rome"}')]),
+]
+
+
+@pytest.mark.parametrize("settings", [Settings(warmup=False, max_tool_calls=2)])
+def test_calls_beyond_the_servers_bound_are_dropped(client: TestClient, engine: FakeEngine) -> None:
+    script(engine, THREE_CALLS)
+    choice = complete(client, tools=TOOLS, tool_choice="required")["choices"][0]
+    assert message_calls(choice["message"]) == EXPECTED_TWO_CALLS
+    assert choice["finish_reason"] == "tool_calls"
+    assert engine.requests[-1].output.call_limit == 2  # the bound the real engine's grammar gets
+    assert streamed_calls(reassemble(stream(client, tools=TOOLS))[0]) == EXPECTED_TWO_CALLS
+
+
+def test_the_default_bound_keeps_three_calls(client: TestClient, engine: FakeEngine) -> None:
+    script(engine, THREE_CALLS)
+    calls = message_calls(complete(client, tools=TOOLS)["choices"][0]["message"])
+    assert calls == [*EXPECTED_TWO_CALLS, ("get_weather", '{"city": "Rome"}')]
+    assert engine.requests[-1].output.call_limit == 8
+
+
+@pytest.mark.parametrize("max_tokens", [3, 4])
+def test_a_call_cut_off_by_max_tokens_is_not_presented_as_a_call(
+    client: TestClient, engine: FakeEngine, max_tokens: int
+) -> None:
+    script(engine, TWO_CALLS)  # 3 tokens: the first call's arguments are cut; 4: the first is whole, the second named
+    choice = complete(client, tools=TOOLS, max_tokens=max_tokens)["choices"][0]
+    assert choice["finish_reason"] == "length"
+    calls = message_calls(choice["message"])
+    assert calls == ([] if max_tokens == 3 else [EXPECTED_TWO_CALLS[0]])
+    for _, arguments in calls:
+        json.loads(arguments)
+    # The stream has shown the pieces as they came; its finish reason says the answer was cut.
+    streamed = reassemble(stream(client, tools=TOOLS, max_tokens=max_tokens))[0]
+    assert streamed.finish_reasons == ["length"]
