@@ -175,6 +175,15 @@ class ModelInfo:
     added_tokens: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PromptCount:
+    """A prompt's tokens as the engine would place them (visual tokens included), without generating."""
+
+    prompt_tokens: int
+    image_tokens: int = 0
+    video_tokens: int = 0
+
+
 class Engine(Protocol):
     """What the service layer needs from an inference engine."""
 
@@ -187,6 +196,11 @@ class Engine(Protocol):
 
     def generate(self, request: EngineRequest) -> AsyncIterator[EngineStep]:
         """Stream the request's output; raises ``server.errors`` exceptions only."""
+        ...
+
+    async def count_prompt(self, request: EngineRequest) -> PromptCount:
+        """The request's prompt tokens exactly as ``generate`` would place them; nothing is generated or cached in the
+        engine core. Raises ``server.errors`` exceptions only."""
         ...
 
     async def check_health(self) -> None:

@@ -17,6 +17,7 @@ from server.engine.base import (
     EngineStep,
     FinishReason,
     ModelInfo,
+    PromptCount,
     TokenLogprob,
     TopLogprob,
     VisionSpec,
@@ -61,6 +62,7 @@ class FakeEngine:
     aborted: int = 0
     in_flight: int = 0
     requests: list[EngineRequest] = field(default_factory=list)
+    counted: list[EngineRequest] = field(default_factory=list)  # requests counted (count_prompt), not generated
     rendered: list[Sequence[Mapping[str, Any]]] = field(default_factory=list)
     prompts_seen: set[tuple[Any, ...]] = field(default_factory=set)  # the miniature prefix cache's keys
 
@@ -94,6 +96,16 @@ class FakeEngine:
         words = len(with_literals(request.prompt, request.literals).split())
         return words + FAKE_TOKENS_PER_IMAGE * len(request.images) + FAKE_TOKENS_PER_VIDEO * len(request.videos)
 
+    async def count_prompt(self, request: EngineRequest) -> PromptCount:
+        if self.dead:
+            raise EngineUnavailableError("the inference engine has stopped")
+        self.counted.append(request)
+        return PromptCount(
+            self.prompt_tokens(request),
+            FAKE_TOKENS_PER_IMAGE * len(request.images),
+            FAKE_TOKENS_PER_VIDEO * len(request.videos),
+        )
+
     def cached_tokens(self, request: EngineRequest, prompt_tokens: int) -> int:
         """A prefix cache in miniature: a prompt identical to an earlier one (text and media) hits in whole blocks."""
         return (
@@ -121,7 +133,12 @@ class FakeEngine:
         self.in_flight += 1
         try:
             async for step in self._steps(outputs, longest, prompt_tokens, epoch, request.sampling.logprobs):
-                yield replace(step, cached_tokens=cached)
+                yield replace(
+                    step,
+                    cached_tokens=cached,
+                    image_tokens=FAKE_TOKENS_PER_IMAGE * len(request.images),
+                    video_tokens=FAKE_TOKENS_PER_VIDEO * len(request.videos),
+                )
         finally:
             self.in_flight -= 1
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from server.engine.base import LITERAL_MARKER, EngineRequest, EngineStep, ModelInfo, VisionSpec
+from server.engine.base import LITERAL_MARKER, EngineRequest, EngineStep, ModelInfo, PromptCount, VisionSpec
 from server.engine.tokens import inert_ids
 from server.engine.vllm_options import ClientSlot, EngineOptions, engine_args, resolve_reasoning_parser
 from server.engine.vllm_output import (
@@ -158,6 +158,23 @@ class VllmEngine:
             logger.info("vLLM refused the request: %s", exc)
             raise InvalidRequestError(f"the request was refused by the engine: {first_line(exc)}") from exc
 
+    async def count_prompt(self, request: EngineRequest) -> PromptCount:
+        """vLLM's renderer over the request, as ``generate`` runs it, but with its multimodal cache skipped (as vLLM's
+        own ``/tokenize`` does): the front end's cache mirrors the engine core's, which never sees this request."""
+        from vllm.exceptions import VLLMClientError, VLLMValidationError
+
+        try:
+            engine_input = await self._render(request, skip_mm_cache=True)
+        except ServerError:
+            raise
+        except VLLMValidationError as exc:
+            raise validation_error(exc, request.output, request.prompt_param) from exc
+        except (VLLMClientError, ValueError, TypeError) as exc:
+            logger.info("vLLM refused the prompt: %s", exc)
+            raise InvalidRequestError(f"the request was refused by the engine: {first_line(exc)}") from exc
+        image_tokens, video_tokens = _placeholder_tokens(engine_input)
+        return PromptCount(len(engine_input["prompt_token_ids"]), image_tokens, video_tokens)
+
     def _step(
         self,
         out: Any,
@@ -179,7 +196,7 @@ class VllmEngine:
             cached_tokens=out.num_cached_tokens or 0,
         )
 
-    async def _render(self, request: EngineRequest) -> dict[str, Any]:
+    async def _render(self, request: EngineRequest, skip_mm_cache: bool = False) -> dict[str, Any]:
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         prompt: dict[str, Any] = {"prompt": request.prompt}
@@ -208,7 +225,7 @@ class VllmEngine:
             prompt["multi_modal_uuids"] = uuids
         parsed = parse_model_prompt(self._llm.model_config, prompt)
         try:
-            (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed])
+            (engine_input,) = await self._llm.renderer.render_cmpl_async([parsed], skip_mm_cache=skip_mm_cache)
         except (ValueError, TypeError) as exc:
             from vllm.exceptions import VLLMClientError
 

@@ -9,7 +9,7 @@ them, because ignoring them would silently change the answer. Every bound is a 4
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -164,6 +164,21 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class CountedTokensDetails(BaseModel):
+    image_tokens: int = 0
+    video_tokens: int = 0
+
+
+class TokenCount(BaseModel):
+    """``POST /v1/chat/completions/count_tokens``: the prompt tokens the same body would report in ``usage``."""
+
+    object: Literal["chat.completion.token_count"] = "chat.completion.token_count"
+    model: str
+    prompt_tokens: int
+    prompt_tokens_details: CountedTokensDetails
+    max_model_len: int = Field(description="The context the prompt and the completion share.")
 
 
 class OmitNone(BaseModel):

@@ -28,7 +28,7 @@ from server.schemas.chat_response import (
 from server.schemas.chat_response import TokenLogprob as TokenLogprobOut
 from server.schemas.chat_response import ToolCallDelta as ToolCallDeltaOut
 from server.schemas.chat_response import TopLogprob as TopLogprobOut
-from server.schemas.common import Usage
+from server.schemas.common import CountedTokensDetails, TokenCount, Usage
 from server.schemas.tools import ToolCall, ToolCallFunction
 from server.service.choices import ChoiceState, Piece
 from server.service.cost import estimate_cost
@@ -135,6 +135,22 @@ class ChatService:
         return ChatJob(req, conversation, cost, self._engine, self._media, self._max_tool_calls)
 
 
+async def count_tokens(job: ChatJob) -> TokenCount:
+    """The prompt tokens ``job`` would report in ``usage``, from the engine's own renderer over the same prepared
+    request (media through the same loader and cache), without generating; the context is not checked (the count says
+    whether it fits)."""
+    request = await job.prepare(check_budget=False)
+    counted = await job.engine.count_prompt(request)
+    return TokenCount(
+        model=job.model,
+        prompt_tokens=counted.prompt_tokens,
+        prompt_tokens_details=CountedTokensDetails(
+            image_tokens=counted.image_tokens, video_tokens=counted.video_tokens
+        ),
+        max_model_len=job.engine.model.max_model_len,
+    )
+
+
 @dataclass
 class ChatJob:
     """One checked chat request: how to prepare it and how to shape its chunks and its whole answer."""
@@ -154,10 +170,11 @@ class ChatJob:
         self.output = output_spec(self.req, self.max_tool_calls)
         self.model = self.engine.model.name  # read once, not per chunk
 
-    async def prepare(self) -> EngineRequest:
+    async def prepare(self, check_budget: bool = True) -> EngineRequest:
         model = self.engine.model
         media = await self.media.load(self.conversation.images, self.conversation.videos, model.vision)
-        _check_visual_budget(media, self.req.completion_limit, model.max_model_len)
+        if check_budget:
+            _check_visual_budget(media, self.req.completion_limit, model.max_model_len)
         template_kwargs: dict[str, Any] = dict(self.output.chat_template_kwargs)
         if self.output.tools and self.output.tool_choice != "none":
             # tool_choice none: the model is not shown the tools at all (it cannot be tempted to call one).

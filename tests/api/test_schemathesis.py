@@ -144,6 +144,7 @@ def test_document_describes_every_route() -> None:
     operations = {(path, method): op for path, item in document["paths"].items() for method, op in item.items()}
     routes = {
         "/v1/chat/completions",
+        "/v1/chat/completions/count_tokens",
         "/v1/completions",
         "/v1/models",
         "/v1/models/{model_id}",
