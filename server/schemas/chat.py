@@ -164,7 +164,7 @@ class _MessageBase(BaseModel):
         role, content = data.get("role"), data.get("content")
         a_role = f"{'an' if role == 'assistant' else 'a'} {role} message"
         media = isinstance(content, list) and any(isinstance(p, dict) and p.get("type") != "text" for p in content)
-        if media and role != "user":
+        if media and role not in ("user", "tool"):
             raise field_error("content", f"{a_role} may contain only text parts")
         if content is None and role != "assistant":
             raise field_error("content", f"{a_role} needs content")
@@ -207,10 +207,11 @@ class AssistantMessageParam(_MessageBase):
 
 
 class ToolMessageParam(_NotAssistant):
-    """A tool's result, answering the assistant's tool call ``tool_call_id``."""
+    """A tool's result, answering the assistant's tool call ``tool_call_id``: text, or parts with images and videos
+    (a screenshot, a crop to look at again), rendered inside Qwen's ``<tool_response>`` like a user turn's media."""
 
     role: Literal["tool"]
-    content: TextContent
+    content: UserContent
     tool_call_id: str = Field(min_length=1, max_length=128)
 
 

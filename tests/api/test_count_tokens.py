@@ -48,3 +48,25 @@ def test_a_prompt_over_the_context_is_still_counted(client: TestClient, engine: 
     found = client.post(URL, json=_body("word " * 100, max_tokens=10)).json()
     assert found["prompt_tokens"] > found["max_model_len"]  # the count says it does not fit; chat would be a 400
     assert client.post("/v1/chat/completions", json=_body("word " * 100, max_tokens=10)).status_code == 400
+
+
+def test_images_in_a_tool_result_are_media_like_any_other(client: TestClient, engine: FakeEngine) -> None:
+    """Issue 18, item 3: a tool's answer may carry images; they are counted, limited and prepared like a user's."""
+    call = {"id": "c1", "type": "function", "function": {"name": "zoom", "arguments": '{"x": 1}'}}
+    crop = {"type": "image_url", "image_url": {"url": data_url(image_bytes(48, 48, seed=9))}}
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "zoom in"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "the crop:"}, crop]},
+    ]
+    body = {"model": "fake-qwen3vl", "messages": messages, "max_tokens": 2}
+    answer = client.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    assert len(engine.requests[-1].images) == 1
+    assert answer.json()["usage"]["prompt_tokens_details"]["image_tokens"] == FAKE_TOKENS_PER_IMAGE
+    rendered_tool = engine.rendered[-1][2]
+    assert rendered_tool["role"] == "tool" and [p["type"] for p in rendered_tool["content"]] == ["text", "image"]
+    # Counted against the request's limit with the user's images (3 here).
+    messages[0] = {"role": "user", "content": [crop, crop, crop]}
+    refused = client.post("/v1/chat/completions", json={**body, "messages": messages})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_many_media_items"

@@ -81,7 +81,7 @@ def _video(**controls: Any) -> list[dict[str, Any]]:
         ([USER, {"role": "tool", "content": "r"}], False),
         ([USER, {"role": "tool", "content": "r", "tool_call_id": ""}], False),
         ([USER, {"role": "tool", "tool_call_id": "a"}], False),
-        ([USER, {"role": "tool", "content": [IMAGE], "tool_call_id": "a"}], False),
+        ([USER, {"role": "tool", "content": [IMAGE], "tool_call_id": "a"}], True),  # a screenshot as a tool result
         ([USER, {"role": "tool", "content": "r", "tool_call_id": "a", "name": "f"}], True),
         (_video(fps=2), True),
         (_video(fps=2, nframes=None), True),

@@ -92,3 +92,33 @@ def test_a_bad_body_is_refused_like_chat(dense_server: LiveServer) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "too_many_media_items"
+
+
+def test_an_image_in_a_tool_result_reaches_the_model(dense_server: LiveServer) -> None:
+    """Issue 18, item 3: a tool's answer with a crop in it, rendered in Qwen's <tool_response> like a user's image."""
+    call = {"id": "c1", "type": "function", "function": {"name": "zoom", "arguments": '{"box": [0, 0, 8, 8]}'}}
+    crop = _image(46, 128, 128)
+
+    def conversation(result: Any) -> dict[str, Any]:
+        return {
+            "model": dense_server.model,
+            "messages": [
+                {"role": "user", "content": [_image(47), {"type": "text", "text": "Zoom into the corner."}]},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": result},
+            ],
+        }
+
+    text_only = _count(dense_server, conversation([{"type": "text", "text": "the crop:"}]))
+    with_crop = _count(dense_server, conversation([{"type": "text", "text": "the crop:"}, crop]))
+    crop_tokens = (
+        with_crop["prompt_tokens_details"]["image_tokens"] - text_only["prompt_tokens_details"]["image_tokens"]
+    )
+    assert crop_tokens > 0
+    # The crop adds its visual tokens and the vision start/end markers around them, nothing else.
+    assert with_crop["prompt_tokens"] - text_only["prompt_tokens"] == crop_tokens + 2
+    client = OpenAI(base_url=f"{dense_server.base_url}/v1", api_key="unused", timeout=120, max_retries=0)
+    completion = client.chat.completions.create(
+        **conversation([{"type": "text", "text": "the crop:"}, crop]), max_tokens=2, temperature=0
+    )
+    assert completion.usage is not None and completion.usage.prompt_tokens == with_crop["prompt_tokens"]
