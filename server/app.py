@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from server import lifecycle
-from server.api import chat, completions, health, metrics, models, playground
+from server.api import chat, completions, health, metrics, models, playground, responses
 from server.api import errors as error_handlers
 from server.api.guard import GuardConfig, GuardMiddleware
 from server.api.metrics import GatewayMetrics, MetricsMiddleware
@@ -70,7 +70,7 @@ def create_app(settings: Settings, engine: Engine | None = None, attached: Attac
     policy = fetch_policy(settings)  # a refused --media-allowed-networks entry fails the start here, not a request
     app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=_lifespan(state, policy, engine, attached))
     app.state.qwen3vl = state
-    for router in (chat.router, completions.router, models.router, health.router, metrics.router):
+    for router in (chat.router, responses.router, completions.router, models.router, health.router, metrics.router):
         app.include_router(router)
     if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
         app.include_router(playground.router)

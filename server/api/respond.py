@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
@@ -20,7 +20,6 @@ from starlette.background import BackgroundTask
 from server.api import sse
 from server.api.state import AppState
 from server.errors import ClientDisconnectedError, InvalidRequestError
-from server.schemas.common import CompletionBase
 from server.service.jobs import Job
 from server.service.runner import GenerationRunner
 from server.service.timing import Timings
@@ -66,13 +65,24 @@ async def until_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> 
             task.cancel()
 
 
+class Streamable(Protocol):
+    """What ``respond`` reads of a request body."""
+
+    @property
+    def stream(self) -> bool: ...
+
+    @property
+    def ignored_fields(self) -> list[str]: ...
+
+
 async def respond(
     request: Request,
     response: Response,
     state: AppState,
     runner: GenerationRunner,
-    body: CompletionBase,
+    body: Streamable,
     job: Job[Any, T],
+    encode: Callable[[AsyncIterator[Any]], AsyncIterator[bytes]] | None = None,
 ) -> T | StreamingResponse:
     """A generating route: the whole answer (with its Server-Timing), or server-sent events of chunks. Both are the
     runner's one stream of the job; a stream starts (first token) before its headers leave, so early errors are plain
@@ -87,8 +97,11 @@ async def respond(
         response.headers["Server-Timing"] = timings.server_timing()
         return answer
     run = await until_disconnected(request, runner.start(job, timeout, timings))
+    body_bytes = (
+        sse.encode(run.batches(), on_error=state.metrics.count_error) if encode is None else encode(run.batches())
+    )
     return StreamingResponse(
-        sse.encode(run.batches(), on_error=state.metrics.count_error),
+        body_bytes,
         media_type="text/event-stream",
         # A stream's headers leave with its first token: queue, media and ttft are known, the total is not yet.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Server-Timing": timings.server_timing()},

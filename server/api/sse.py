@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -50,3 +51,32 @@ def _error_event(exc: ServerError) -> bytes:
     body = exc.to_dict()
     body["error"]["request_id"] = current_request_id()
     return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def encode_events(
+    batches: AsyncIterator[Sequence[Sequence[dict[str, Any]]]],
+    failed: Callable[[dict[str, Any]], Sequence[dict[str, Any]]],
+    on_error: Callable[[ServerError], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The Responses API's stream (batches of chunks, each chunk a list of events): ``event: <type>`` and
+    ``data: <json>`` per event, one write per batch; a failure
+    after the stream started ends it with the events ``failed`` makes of the error (``error``, ``response.failed``).
+    No ``[DONE]``: the Responses API ends with its last event."""
+    error: ServerError | None = None
+    try:
+        async for batch in batches:
+            yield b"".join(_named_event(item) for chunk in batch for item in chunk)
+    except ServerError as exc:
+        logger.info("stream ended with an error: %s", exc.code)
+        error = exc
+    except Exception:
+        logger.exception("stream failed")
+        error = ServerError("the server hit an unexpected error")
+    if error is not None:
+        if on_error is not None:
+            on_error(error)
+        yield b"".join(_named_event(item) for item in failed(error.to_dict()["error"]))
+
+
+def _named_event(payload: dict[str, Any]) -> bytes:
+    return f"event: {payload['type']}\ndata: ".encode() + json.dumps(payload).encode() + b"\n\n"

@@ -127,12 +127,14 @@ class ChatService:
         self._media = media
         self._max_tool_calls = max_tool_calls
 
-    def job(self, req: ChatCompletionRequest) -> ChatJob:
-        """The model, the media counts and the request's estimated cost, decided before any work."""
+    def job(self, req: ChatCompletionRequest, max_tool_calls: int | None = None) -> ChatJob:
+        """The model, the media counts and the request's estimated cost, decided before any work; ``max_tool_calls``
+        (the Responses API's field) may lower the server's bound on calls, never raise it."""
         self._runner.check_model(req.model)
         conversation = build_conversation(req.messages, self._media.limits, self._engine.model.added_tokens)
         cost = estimate_cost(conversation, req.completion_limit, self._engine.model, self._media.ceilings)
-        return ChatJob(req, conversation, cost, self._engine, self._media, self._max_tool_calls)
+        most = self._max_tool_calls if max_tool_calls is None else min(max_tool_calls, self._max_tool_calls)
+        return ChatJob(req, conversation, cost, self._engine, self._media, most)
 
 
 async def count_tokens(job: ChatJob) -> TokenCount:

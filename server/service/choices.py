@@ -33,6 +33,7 @@ class ChoiceState:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     logprob_chars: int = 0  # characters of the logprob tokens so far (where the next one starts in the text)
     tokens: int = 0
+    reasoning_tokens: int = 0  # of tokens, those that were reasoning only (a Thinking checkpoint's <think> text)
     finish_reason: str | None = None
 
     def add(self, delta: ChoiceDelta) -> None:
@@ -52,6 +53,8 @@ class ChoiceState:
             self.logprobs.extend(delta.logprobs)
             self.logprob_chars += sum(len(item.token) for item in delta.logprobs)
         self.tokens += len(delta.token_ids)
+        if delta.reasoning and not delta.content:
+            self.reasoning_tokens += len(delta.token_ids)
         if delta.finish_reason is not None:
             if delta.finish_reason == "abort":
                 raise EngineUnavailableError("the request was aborted by the server")

@@ -145,6 +145,7 @@ def test_document_describes_every_route() -> None:
     routes = {
         "/v1/chat/completions",
         "/v1/chat/completions/count_tokens",
+        "/v1/responses",
         "/v1/completions",
         "/v1/models",
         "/v1/models/{model_id}",
