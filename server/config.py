@@ -12,6 +12,7 @@ layers' own value types are built from it elsewhere. Profile defaults are merged
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -189,6 +190,24 @@ class Settings(BaseSettings):
         description="Most tool calls in one answer with parallel_tool_calls (tool_choice required: the grammar's bound).",
     )
 
+    # --- Stored responses (the Responses API's store and previous_response_id) ------------------------------------
+    responses_store: bool = Field(
+        True,
+        description="Keep responses created with store=true (the API's default) for GET /v1/responses/{id} and "
+        "previous_response_id; off: nothing is written and previous_response_id is a 400.",
+    )
+    responses_store_path: Path | None = Field(
+        None,
+        description="The SQLite file of stored responses (default $XDG_STATE_HOME/qwen3vl-server/responses.sqlite3, "
+        "i.e. ~/.local/state/...); API processes of one server share it.",
+    )
+    responses_retention_hours: float = Field(
+        720, gt=0, description="Stored responses older than this are gone (OpenAI keeps them 30 days)."
+    )
+    responses_store_max_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Most bytes of stored responses; the oldest go first beyond it."
+    )
+
     # --- Media --------------------------------------------------------------------------------------------------------
     media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")
     media_max_video_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest video accepted, in bytes.")
@@ -292,6 +311,13 @@ class Settings(BaseSettings):
     def playground_enabled(self) -> bool:
         """``--playground`` as set, else on only for the embedded demo model."""
         return self.uses_tiny_model if self.playground is None else self.playground
+
+    @property
+    def responses_store_file(self) -> Path:
+        if self.responses_store_path is not None:
+            return self.responses_store_path
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(state) / "qwen3vl-server" / "responses.sqlite3"
 
     def all_api_keys(self) -> tuple[str, ...]:
         keys = [k for k in self.api_keys if k]

@@ -124,6 +124,12 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
 
+class ResponseNotFoundError(NotFoundError):
+    """A stored response that is not there for this caller: never stored, expired, deleted, or another key's."""
+
+    default_code = "response_not_found"
+
+
 class ClientDisconnectedError(ServerError):
     """The client went away; the work for it was cancelled."""
 

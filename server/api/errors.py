@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api.context import current_request_id
@@ -111,7 +112,14 @@ def install(app: FastAPI) -> None:
             response = error_response(
                 MethodNotAllowedError(f"method {request.method} is not allowed on {request.url.path}")
             )
+            # Starlette names only the first route on the path; a path with a GET and a DELETE route allows both.
+            path = request.scope["path"]
+            methods = {
+                m for r in request.app.routes if isinstance(r, APIRoute) and r.path_regex.match(path) for m in r.methods
+            }
             response.headers.update(exc.headers or {})
+            if methods:
+                response.headers["Allow"] = ", ".join(sorted(methods))
             return response
         body = {
             "error": {

@@ -17,6 +17,7 @@ from server.service.admission import Admission
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
 from server.service.fleet import Phase, Seat
+from server.service.response_store import ResponseStore
 from server.service.runner import GenerationRunner
 
 
@@ -41,6 +42,8 @@ class AppState:
     exit_code: int = 0
     # With --api-workers N: this process's place among the N (the probes answer for all of them).
     seat: Seat | None = None
+    # Stored responses (None with --no-responses-store); opened by the lifespan before the first request.
+    responses_store: ResponseStore | None = None
 
     def set_phase(self, phase: Phase) -> None:
         if self.seat is not None:

@@ -23,7 +23,7 @@ _ERRORS: dict[int, str] = {
     400: "The request is invalid: malformed JSON, a field out of range, unusable media, or a prompt (with its visual "
     "tokens) and completion that do not fit the context.",
     401: "A valid API key is required (only when the server has API keys and the route is not one of its open paths).",
-    404: "The model does not exist.",
+    404: "The model, or the stored response (one of this API key's), does not exist.",
     413: "The request body is larger than the server's limit.",
     415: "The request body is not application/json.",
     429: "Admission control refused the request before any work (queue full, or waited too long); retry after "

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.schemas.common import Seed, field_error
 
-__all__ = ["ResponseObject", "ResponsesRequest"]
+__all__ = ["ResponseDeleted", "ResponseObject", "ResponsesRequest"]
 
 # Fields of OpenAI's Responses API this server does not implement, and what to do instead.
 REFUSED_FIELDS = {
@@ -25,7 +25,6 @@ REFUSED_FIELDS = {
     "include": "no extra output data is available",
     "prompt_cache_key": "the engine's prefix cache needs no key",
     "top_logprobs": "logprobs are available on /v1/chat/completions",
-    "previous_response_id": "stored responses are not available yet; pass the history in input",
     "context_management": "context management is not supported",
 }
 _TRUNCATION = "truncation"
@@ -48,6 +47,7 @@ class ResponsesRequest(BaseModel):
     reasoning: dict[str, Any] | None = None
     metadata: dict[str, str] | None = Field(None, max_length=16)
     store: bool = True
+    previous_response_id: str | None = Field(None, min_length=1, max_length=128)
     stream: bool = False
     user: str | None = Field(None, max_length=256)
     safety_identifier: str | None = Field(None, max_length=256)
@@ -109,3 +109,9 @@ class ResponseObject(BaseModel):
     truncation: Literal["disabled"] = "disabled"
     usage: ResponseUsage | None = None
     user: str | None = None
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: Literal[True] = True

@@ -68,6 +68,8 @@ class ResponsesJob:
     req: ResponsesRequest
     chat: ChatJob
     origins: list[str] = field(default_factory=list)  # per chat message, the input location it came from
+    stored: bool = False  # the finished response will be kept (store=true on a server with a store)
+    final: dict[str, Any] | None = None  # the finished response's JSON, once there is one (what a store keeps)
     id: str = field(default_factory=lambda: _id("resp"))
     created: float = field(default_factory=time.time)
     _seq: int = 0
@@ -98,7 +100,9 @@ class ResponsesJob:
             output.append(self._message_item("completed", message.content))
         for call in message.tool_calls or ():
             output.append(self._call_item("completed", call.id, call.function.name, call.function.arguments))
-        return self._response(output, choices[0].finish_reason, usage, _reasoning_tokens(choices))
+        answer = self._response(output, choices[0].finish_reason, usage, _reasoning_tokens(choices))
+        self.final = answer.model_dump(mode="json")
+        return answer
 
     def _response(
         self, output: list[dict[str, Any]], finish: str | None, usage: Usage | None, reasoning_tokens: int = 0
@@ -126,6 +130,8 @@ class ResponsesJob:
             text=req.text or {"format": {"type": "text"}},
             usage=None if usage is None else response_usage(usage, reasoning_tokens),
             user=req.user,
+            store=self.stored,
+            previous_response_id=req.previous_response_id,
         )
 
     @staticmethod
@@ -258,6 +264,7 @@ class ResponsesJob:
         # A call cut off by max_output_tokens was streamed as it came (status incomplete) but is not part of the answer.
         output = [item.data for item in self._items if item.data.get("status") != "incomplete"]
         final = self._response(output, finish, usage, _reasoning_tokens(self._choices)).model_dump(mode="json")
+        self.final = final
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         events.append(self._event(kind, response=final))
         yield events

@@ -37,10 +37,21 @@ class ChatBody:
         self.origins.append(origin)
 
 
-def chat_body(req: ResponsesRequest) -> ChatBody:
+def input_items(req: ResponsesRequest) -> list[dict[str, Any]]:
+    """The request's ``input`` as a list of items (a string is one user message), as a stored response keeps it."""
+    if isinstance(req.input, str):
+        return [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": req.input}]}]
+    return req.input
+
+
+def chat_body(req: ResponsesRequest, history: list[dict[str, Any]] | None = None) -> ChatBody:
+    """``history``: the stored conversation ``previous_response_id`` continues (its turns' input and output items);
+    the earlier ``instructions`` are not carried over, as in OpenAI's API."""
     out = ChatBody({"model": req.model, "messages": []})
     if req.instructions:
         out.add({"role": "system", "content": req.instructions}, "instructions")
+    for item in history or ():
+        _add_item(out, item, "previous_response_id")
     if isinstance(req.input, str):
         out.add({"role": "user", "content": req.input}, "input")
     else:
@@ -89,7 +100,7 @@ def _add_item(out: ChatBody, item: Mapping[str, Any], where: str) -> None:
             "function": {"name": _text(item, "name", where), "arguments": _text(item, "arguments", where)},
         }
         last = out.body["messages"][-1] if out.body["messages"] else None
-        if last is not None and last["role"] == "assistant" and out.origins[-1].startswith("input["):
+        if last is not None and last["role"] == "assistant":
             last.setdefault("tool_calls", []).append(call)  # calls of one turn, one after another
         else:
             out.add({"role": "assistant", "content": None, "tool_calls": [call]}, where)

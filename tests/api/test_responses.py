@@ -157,7 +157,6 @@ def test_an_answer_cut_by_max_output_tokens_is_incomplete(sdk: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("body", "param"),
     [
-        ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"background": True}, "background"),
         ({"truncation": "auto"}, "truncation"),
         ({"input": [{"type": "web_search_call"}]}, "input[0].type"),

@@ -224,7 +224,7 @@ def test_an_undeclared_method_is_a_405_with_allow(client: TestClient) -> None:
     for path, item in DOCUMENT["paths"].items():
         declared = {method.upper() for method in item}
         url = path.replace("{model_id}", "fake-qwen3vl")
-        for method in ("DELETE", "PUT", "PATCH"):
+        for method in sorted({"DELETE", "PUT", "PATCH"} - declared):
             response = client.request(method, url)
             assert response.status_code == 405, (method, path, response.text)
             assert set(response.headers["allow"].replace(" ", "").split(",")) == declared, (method, path)

@@ -146,6 +146,7 @@ def test_document_describes_every_route() -> None:
         "/v1/chat/completions",
         "/v1/chat/completions/count_tokens",
         "/v1/responses",
+        "/v1/responses/{response_id}",
         "/v1/completions",
         "/v1/models",
         "/v1/models/{model_id}",
@@ -183,6 +184,8 @@ def _one_valid_case_per_operation() -> Iterator[schemathesis.Case[Any]]:
             operation = schema[path][method.upper()]
             if "{model_id}" in path:
                 yield operation.Case(path_parameters={"model_id": ENGINE.model_name})
+            elif "{response_id}" in path:
+                yield operation.Case(path_parameters={"response_id": "resp_unknown"})
             elif method == "post":
                 yield operation.Case(body={"model": ENGINE.model_name, "messages": VALID_MESSAGES})
             else:

@@ -38,6 +38,8 @@ import pytest
 import yaml
 from kubernetes_validate.utils import all_versions, major_minor
 
+from server.config import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 PROFILES_DIR = ROOT / "server" / "profiles"
@@ -301,6 +303,11 @@ def check_server_pod(pod_spec: Manifest, server_name: str, profile: str) -> None
     assert variables["QWEN3VL_MEDIA_ALLOW_LOOPBACK"] == "false"
     assert "QWEN3VL_MEDIA_ALLOW_PRIVATE_ADDRESSES" not in variables, "renamed: the server ignores it"
     assert variables["QWEN3VL_LOG_FORMAT"] == "json"
+    # Stored responses: a writable volume under the read-only root, holding the store's limit and its write-ahead log.
+    store = PurePosixPath(variables["QWEN3VL_RESPONSES_STORE_PATH"])
+    state_mount, state = mounted_at(pod_spec, c, str(store.parent))
+    assert not state_mount.get("readOnly") and "emptyDir" in state
+    assert gibibytes(state["emptyDir"]["sizeLimit"]) > Settings().responses_store_max_bytes / 2**30
 
     assert variables["HF_HUB_OFFLINE"] == "1" and variables["HF_HOME"] == HF_HOME
     models_mount, models = mounted_at(pod_spec, c, "/models")
