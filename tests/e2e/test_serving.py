@@ -268,6 +268,20 @@ def test_models_and_version(dense_server: LiveServer) -> None:
     assert version["vllm"] == "0.32.0"
 
 
+def responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat conversation of text and image-URL parts as Responses API input items."""
+    items = []
+    for message in messages:
+        parts = [
+            {"type": "input_text", "text": p["text"]}
+            if p["type"] == "text"
+            else {"type": "input_image", "image_url": p["image_url"]["url"]}
+            for p in message["content"]
+        ]
+        items.append({"role": message["role"], "content": parts})
+    return items
+
+
 def test_moe_checkpoint_answers_an_image_request_then_health_reports_engine_death(dense_server: LiveServer) -> None:
     # Depends on dense_server only so the two engines start one after the other, never at once.
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -290,6 +304,22 @@ def test_moe_checkpoint_answers_an_image_request_then_health_reports_engine_deat
         assert streamed == reasoning  # stream == non-stream, whitespace included
         assert text == (message.content or "")
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+
+        # The Responses API gives the same reasoning as a reasoning item, its tokens counted as reasoning tokens;
+        # streamed, as reasoning_text deltas (issue 18, item 2).
+        answer = moe.client().responses.create(
+            model=moe.model, input=responses_input(messages), max_output_tokens=6, temperature=0
+        )
+        assert [item.type for item in answer.output] == ["reasoning"]
+        assert answer.output[0].content is not None and answer.output[0].content[0].text == reasoning  # type: ignore[union-attr]
+        assert answer.usage is not None and answer.usage.output_tokens_details.reasoning_tokens == 6
+        events = list(
+            moe.client().responses.create(
+                model=moe.model, input=responses_input(messages), max_output_tokens=6, temperature=0, stream=True
+            )
+        )
+        thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")  # type: ignore[union-attr]
+        assert thought == reasoning and events[-1].type == "response.incomplete"
 
         # Kill this engine's core process: liveness must turn 503 and requests must get a clean 503, not a 500.
         mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
