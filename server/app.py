@@ -23,7 +23,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from server import lifecycle
-from server.api import chat, completions, health, metrics, models, playground, responses
+from server.api import batches, chat, completions, files, health, metrics, models, playground, responses
 from server.api import errors as error_handlers
 from server.api.guard import GuardConfig, GuardMiddleware
 from server.api.metrics import GatewayMetrics, MetricsMiddleware
@@ -72,7 +72,8 @@ def create_app(settings: Settings, engine: Engine | None = None, attached: Attac
     policy = fetch_policy(settings)  # a refused --media-allowed-networks entry fails the start here, not a request
     app = FastAPI(title="qwen3vl-server", version="0.1.0", lifespan=_lifespan(state, policy, engine, attached))
     app.state.qwen3vl = state
-    for router in (chat.router, responses.router, completions.router, models.router, health.router, metrics.router):
+    routers = (chat.router, responses.router, completions.router, files.router, batches.router)
+    for router in (*routers, models.router, health.router, metrics.router):
         app.include_router(router)
     if settings.playground_enabled:  # a page and its assets, open without a key; its API calls still need one
         app.include_router(playground.router)
@@ -159,6 +160,7 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attac
             _serve_with(state, engine, media)
         await asyncio.to_thread(budget.preload)
         state.responses_store = await _open_store(settings)
+        batch_worker = await batches.start_batches(state)
         starter = asyncio.create_task(_bring_up(state, media, engine, attached), name="engine-start")
         guard_dog = asyncio.create_task(
             lifecycle.watchdog(state, settings.engine_health_interval), name="engine-watchdog"
@@ -166,7 +168,7 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attac
         try:
             yield
         finally:
-            for task in (starter, guard_dog):
+            for task in (starter, guard_dog, *((batch_worker,) if batch_worker else ())):
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
@@ -174,8 +176,9 @@ def _lifespan(state: AppState, policy: FetchPolicy, engine: Engine | None, attac
                 await state.engine.shutdown()
             await client.aclose()
             await pool.close()
-            if state.responses_store is not None:
-                await state.responses_store.close()
+            for store in (state.responses_store, state.batch_store):
+                if store is not None:
+                    await store.close()
             executor.shutdown(wait=False, cancel_futures=True)
 
     return lifespan
@@ -213,6 +216,8 @@ def _add_middleware(app: FastAPI, state: AppState) -> None:
         max_body_json_items=settings.max_body_json_items,
         shape=ShapeLimits(settings.max_messages, settings.max_content_parts_per_message, settings.max_content_parts),
         body_paths=frozenset(r.path for r in app.routes if isinstance(r, APIRoute) and "POST" in r.methods),
+        # The multipart envelope around a batch file: its headers and boundaries, well under 64 KiB.
+        upload_paths={files.FILES: settings.batch_max_file_bytes + 65536},
     )
     if settings.cors_allow_origins:
         app.add_middleware(

@@ -208,6 +208,28 @@ class Settings(BaseSettings):
         1 << 30, ge=1 << 20, description="Most bytes of stored responses; the oldest go first beyond it."
     )
 
+    # --- Files and batches (OpenAI's Files and Batch APIs, run beside live traffic) ---------------------------------
+    batches: bool = Field(
+        True, description="Serve /v1/files and /v1/batches and run batch lines at a lower engine priority."
+    )
+    batch_store_path: Path | None = Field(
+        None,
+        description="The SQLite file of files, batches and their lines (default "
+        "$XDG_STATE_HOME/qwen3vl-server/batches.sqlite3); API processes of one server share it.",
+    )
+    batch_max_running: int = Field(
+        4, ge=1, le=1024, description="Most batch lines in the engine at once, server-wide (live requests go first)."
+    )
+    batch_lease: float = Field(
+        60,
+        ge=2,
+        le=3600,
+        description="Seconds a running batch line stays its worker's without a renewal; a line whose worker died "
+        "(a killed process) is taken again after this.",
+    )
+    batch_max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Largest batch input file upload.")
+    batch_max_lines: int = Field(50_000, ge=1, description="Most lines (requests) in one batch input file.")
+
     # --- Media --------------------------------------------------------------------------------------------------------
     media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")
     media_max_video_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest video accepted, in bytes.")
@@ -318,6 +340,12 @@ class Settings(BaseSettings):
             return self.responses_store_path
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(state) / "qwen3vl-server" / "responses.sqlite3"
+
+    @property
+    def batch_store_file(self) -> Path:
+        if self.batch_store_path is not None:
+            return self.batch_store_path
+        return self.responses_store_file.with_name("batches.sqlite3")
 
     def all_api_keys(self) -> tuple[str, ...]:
         keys = [k for k in self.api_keys if k]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -40,6 +40,8 @@ class GuardConfig:
     shape: ShapeLimits = DEFAULT_SHAPE  # messages and content parts per chat request
     # Paths that take a POST body (must be JSON). None: every path. A POST elsewhere goes on to routing and its 405.
     body_paths: frozenset[str] | None = None
+    # Upload paths (multipart/form-data, e.g. /v1/files) and their own body limit; no JSON separator count there.
+    upload_paths: Mapping[str, int] = field(default_factory=dict)
 
 
 class BodyTooLarge(HTTPException):
@@ -147,18 +149,21 @@ class GuardMiddleware:
                 return _error(503, message, "draining", "server_error", request_id)
         takes_body = self.config.body_paths is None or path in self.config.body_paths
         if scope.get("method") == "POST" and takes_body:
+            upload = path in self.config.upload_paths
+            wanted = b"multipart/form-data" if upload else b"application/json"
             content_type = next((v for k, v in headers if k == b"content-type"), b"").split(b";")[0].strip().lower()
-            if content_type != b"application/json":
+            if content_type != wanted:
                 return _error(
                     415,
-                    "the request body must be application/json",
+                    f"the request body must be {wanted.decode()}",
                     "unsupported_media_type",
                     "invalid_request_error",
                     request_id,
                 )
+            limit = self._body_limit(path)
             declared = next((v for k, v in headers if k == b"content-length"), None)
-            if declared is not None and declared.isdigit() and int(declared) > self.config.max_body_bytes:
-                return _too_large(self.config.max_body_bytes, request_id)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                return _too_large(limit, request_id)
         return None
 
     @staticmethod
@@ -177,10 +182,16 @@ class GuardMiddleware:
             ok |= hmac.compare_digest(presented.strip(), key)
         return ok
 
+    def _body_limit(self, path: str) -> int:
+        return self.config.upload_paths.get(path, self.config.max_body_bytes)
+
     async def _call_with_body_limit(
         self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[bytes, bytes]], request_id: str
     ) -> None:
-        limit, item_limit = self.config.max_body_bytes, self.config.max_body_json_items
+        path = scope.get("path", "")
+        limit = self._body_limit(path)
+        counted = path not in self.config.upload_paths  # an upload's JSON is checked line by line, not here
+        item_limit = self.config.max_body_json_items
         seen = items = 0
         started = False
 
@@ -192,7 +203,8 @@ class GuardMiddleware:
                 seen += len(chunk)
                 if seen > limit:
                     raise BodyTooLarge(limit)
-                items += chunk.count(b",") + chunk.count(b"{") + chunk.count(b"[")  # C speed: ~1 ms per MB
+                if counted:
+                    items += chunk.count(b",") + chunk.count(b"{") + chunk.count(b"[")  # C speed: ~1 ms per MB
                 if items > item_limit:
                     raise BodyTooComplex(item_limit)
             return message

@@ -25,6 +25,7 @@ from server.errors import MediaError, ServerError
 from server.media.metrics import MediaMetrics
 from server.schemas.openapi import GUARD_ERRORS, error_responses
 from server.service.admission import AdmissionMetrics
+from server.service.batches import BatchMetrics
 from server.service.metrics import GenerationMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -49,6 +50,7 @@ class GatewayMetrics:
         self.media = MediaMetrics(self.registry)
         self.admission = AdmissionMetrics(self.registry)
         self.generation = GenerationMetrics(self.registry)
+        self.batches = BatchMetrics(self.registry)
         self.latency = Histogram(
             "qwen3vl_http_request_duration_seconds",
             "Time from request start to the last byte of the response, by route.",

@@ -14,6 +14,8 @@ from server.config import Settings
 from server.engine.base import Engine
 from server.errors import EngineUnavailableError
 from server.service.admission import Admission
+from server.service.batch_store import BatchStore
+from server.service.batches import BatchWorker
 from server.service.chat import ChatService
 from server.service.completions import CompletionService
 from server.service.fleet import Phase, Seat
@@ -44,6 +46,9 @@ class AppState:
     seat: Seat | None = None
     # Stored responses (None with --no-responses-store); opened by the lifespan before the first request.
     responses_store: ResponseStore | None = None
+    # Files and batches (None with --no-batches), and this process's worker running batch lines.
+    batch_store: BatchStore | None = None
+    batch_worker: BatchWorker | None = None
 
     def set_phase(self, phase: Phase) -> None:
         if self.seat is not None:

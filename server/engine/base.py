@@ -87,6 +87,8 @@ class EngineRequest:
     # Client text that spells an added token, in order: the prompt holds literal_marker(k) for literals[k], and the
     # engine tokenizes it as plain text (the template's own markers stay the control tokens they are).
     literals: tuple[str, ...] = ()
+    # vLLM's priority scheduling: lower runs first. Live requests are 0; batch lines run behind them.
+    priority: int = 0
 
 
 LITERAL_OPEN, LITERAL_CLOSE = "\ue000", "\ue001"  # private-use characters; in client text they are literals too

@@ -128,7 +128,13 @@ class VllmEngine:
             params = self._sampling_params(request, prompt_len, plan)
             image_tokens, video_tokens = _placeholder_tokens(engine_input)
             parsers = [plan.choice_parser(prompt_ids) for _ in range(request.sampling.n)]
-            stream = self._llm.generate(engine_input, params, request.request_id, **plan.reasoning_kwargs(prompt_ids))
+            stream = self._llm.generate(
+                engine_input,
+                params,
+                request.request_id,
+                priority=request.priority,
+                **plan.reasoning_kwargs(prompt_ids),
+            )
             if not self._active:
                 self._last_progress = time.monotonic()
             self._active.add(request.request_id)

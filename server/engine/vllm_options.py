@@ -49,6 +49,8 @@ def engine_args(options: EngineOptions) -> Any:
         "enforce_eager": options.enforce_eager,
         "trust_remote_code": options.trust_remote_code,
         "seed": options.seed,
+        # Live requests (priority 0) are scheduled before batch lines (server.api.batch_lines.BATCH_PRIORITY).
+        "scheduling_policy": "priority",
     }
     if options.max_model_len is not None:
         kwargs["max_model_len"] = options.max_model_len

@@ -147,6 +147,12 @@ def test_document_describes_every_route() -> None:
         "/v1/chat/completions/count_tokens",
         "/v1/responses",
         "/v1/responses/{response_id}",
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/files/{file_id}/content",
+        "/v1/batches",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/cancel",
         "/v1/completions",
         "/v1/models",
         "/v1/models/{model_id}",
@@ -184,8 +190,15 @@ def _one_valid_case_per_operation() -> Iterator[schemathesis.Case[Any]]:
             operation = schema[path][method.upper()]
             if "{model_id}" in path:
                 yield operation.Case(path_parameters={"model_id": ENGINE.model_name})
-            elif "{response_id}" in path:
-                yield operation.Case(path_parameters={"response_id": "resp_unknown"})
+            elif "{" in path:
+                names = [part.strip("{}") for part in path.split("/") if part.startswith("{")]
+                yield operation.Case(path_parameters={name: "unknown" for name in names})
+            elif path == "/v1/files" and method == "post":
+                yield operation.Case(body={"purpose": "batch", "file": b"{}"}, media_type="multipart/form-data")
+            elif path == "/v1/batches" and method == "post":
+                yield operation.Case(
+                    body={"input_file_id": "unknown", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+                )
             elif method == "post":
                 yield operation.Case(body={"model": ENGINE.model_name, "messages": VALID_MESSAGES})
             else:

@@ -1,0 +1,124 @@
+"""``/v1/batches``: OpenAI's Batch API on this server's engine, beside live traffic.
+
+A batch is created from an uploaded input file (its lines were checked on upload; their ``url`` must be the batch's
+``endpoint``). Its lines run through the same admission, media pipeline and generation path as live requests, at a
+lower engine priority and at most ``--batch-max-running`` at once (``server.service.batches``); ``request_counts``
+move as they finish, and the output and error files appear when the last one has. Batches belong to the API key that
+created them (another key gets a 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+from fastapi import APIRouter
+
+from server.api.batch_lines import line_runner, parse_batch_file
+from server.api.files import batch_store
+from server.api.state import AppState, StateDep
+from server.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
+from server.media.cache import cache_scope
+from server.schemas.batches import BatchCreate, BatchObject, ListPage, RequestCounts
+from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses
+from server.service.batch_store import BatchStore, BatchStoreConfig, Claimed, new_id
+from server.service.batches import BatchWorker, LineOutcome
+
+router = APIRouter()
+BATCHES = "/v1/batches"
+WINDOW_S = 24 * 3600
+
+
+def _missing(batch_id: str) -> NotFoundError:
+    return NotFoundError(f"no batch {batch_id[:64]!r}", param="batch_id", code="batch_not_found")
+
+
+@router.post(BATCHES, response_model=BatchObject, responses=error_responses(400, 404, *BODY_ERRORS, *GUARD_ERRORS))
+async def create_batch(body: BatchCreate, state: StateDep) -> BatchObject:
+    store, owner = batch_store(state), cache_scope.get()
+    content = await store.file_content(owner, body.input_file_id)
+    if content is None:
+        raise NotFoundError(
+            f"input_file_id: no file {body.input_file_id[:64]!r}", param="input_file_id", code="file_not_found"
+        )
+    if state.chat is None:
+        raise EngineUnavailableError("the model is still loading; retry shortly")
+    lines = await asyncio.to_thread(parse_batch_file, content, state.chat, state.settings.batch_max_lines)
+    wrong = [n for n, line in enumerate(lines, 1) if line.url != body.endpoint]
+    if wrong:
+        raise InvalidRequestError(
+            f"input_file_id: {len(wrong)} lines (the first: request {wrong[0]}) are for another endpoint than "
+            f"{body.endpoint}",
+            param="input_file_id",
+        )
+    now = int(time.time())
+    batch = BatchObject(
+        id=new_id("batch"),
+        endpoint=body.endpoint,
+        input_file_id=body.input_file_id,
+        status="in_progress",
+        created_at=now,
+        in_progress_at=now,
+        expires_at=now + WINDOW_S,
+        metadata=body.metadata,
+    )
+    created = await store.create_batch(owner, batch, [(line.custom_id, line.body) for line in lines])
+    if state.batch_worker is not None:
+        state.batch_worker.wake()
+    return created.model_copy(update={"request_counts": RequestCounts(total=len(lines))})
+
+
+@router.get(BATCHES, response_model=ListPage, responses=error_responses(400, *GUARD_ERRORS))
+async def list_batches(state: StateDep, after: str | None = None, limit: int = 20) -> ListPage:
+    found = await batch_store(state).list_batches(cache_scope.get(), after, max(1, min(limit, 100)))
+    return ListPage(data=found, first_id=found[0].id if found else None, last_id=found[-1].id if found else None)
+
+
+@router.get(BATCHES + "/{batch_id}", response_model=BatchObject, responses=error_responses(404, *GUARD_ERRORS))
+async def get_batch(batch_id: str, state: StateDep) -> BatchObject:
+    found = await batch_store(state).get_batch(cache_scope.get(), batch_id)
+    if found is None:
+        raise _missing(batch_id)
+    return found
+
+
+@router.post(BATCHES + "/{batch_id}/cancel", response_model=BatchObject, responses=error_responses(404, *GUARD_ERRORS))
+async def cancel_batch(batch_id: str, state: StateDep) -> BatchObject:
+    """Pending lines never run; running ones finish; then the batch is ``cancelled`` with what was answered."""
+    found = await batch_store(state).cancel(cache_scope.get(), batch_id)
+    if found is None:
+        raise _missing(batch_id)
+    if state.batch_worker is not None:
+        state.batch_worker.wake()
+    return found
+
+
+async def start_batches(state: AppState) -> asyncio.Task[None] | None:
+    """Open the batch store and start this process's worker (idle until the engine is ready, paused while draining);
+    None with ``--no-batches``. A store that cannot open fails the start, naming the flag."""
+    settings = state.settings
+    if not settings.batches:
+        return None
+    store = BatchStore(BatchStoreConfig(path=settings.batch_store_file, lease_s=settings.batch_lease))
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as exc:
+        await store.close()
+        raise RuntimeError(f"--batch-store-path {settings.batch_store_file}: {exc} (or --no-batches)") from exc
+    state.batch_store = store
+
+    async def run_line(line: Claimed) -> LineOutcome:
+        if state.chat is None or state.runner is None:
+            return LineOutcome(503, {}, "", retry=True)
+        return await line_runner(state.chat, state.runner, settings.request_timeout)(line)
+
+    worker = state.batch_worker = BatchWorker(
+        store,
+        run_line,
+        settings.batch_max_running,
+        state.metrics.batches,
+        poll_s=min(2.0, settings.batch_lease / 4),  # the loop renews the leases: several times per lease
+        paused=lambda: not state.ready or state.draining or state.failed,
+    )
+    return asyncio.create_task(worker.run(), name="batch-worker")

@@ -1,0 +1,354 @@
+"""Files, batches and their lines (OpenAI's Files and Batch APIs) in an embedded SQLite database.
+
+Every row belongs to an owner (the caller's key scope, as stored responses do). A batch's lines are rows of their own
+with a state (``pending`` → ``running`` → ``done`` / ``failed``, or ``cancelled``) and, once run, the line of the output
+or error file they produce; the batch's ``request_counts`` are counted from them, so they move as lines finish.
+
+Claiming is the one contended write: a worker (one per API process) takes up to the free share of the global cap on
+running lines in one ``BEGIN IMMEDIATE`` transaction (SQLite serializes writers, so two processes never take the same
+line). A claim is a lease: a worker renews its lines' ``claimed`` time while it runs them, and a line whose lease ran
+out (its worker was killed) is taken again. A line's result is written once, with its state, in one statement that
+only succeeds while the line is still this worker's, so a line is answered exactly once whatever crashes.
+
+Files are stored as BLOBs (bounded by the upload limit); the output and error files are built when a batch finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from server.schemas.batches import BatchObject, FileObject, RequestCounts
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
+    created INTEGER NOT NULL, content BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, created INTEGER NOT NULL, status TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lines (
+    batch TEXT NOT NULL, idx INTEGER NOT NULL, custom_id TEXT NOT NULL, body TEXT NOT NULL,
+    state TEXT NOT NULL, holder TEXT, claimed REAL, result TEXT,
+    PRIMARY KEY (batch, idx)
+);
+CREATE INDEX IF NOT EXISTS lines_state ON lines (state, batch, idx);
+CREATE INDEX IF NOT EXISTS files_owner ON files (owner, created);
+CREATE INDEX IF NOT EXISTS batches_owner ON batches (owner, created);
+"""
+OPEN = ("in_progress", "cancelling")  # batches whose lines may still run
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class BatchStoreConfig:
+    path: Path
+    lease_s: float = 60.0  # a running line whose worker has not renewed it for this long is taken again
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A line a worker holds: where it goes, what it asks, and for whom."""
+
+    batch: str
+    idx: int
+    custom_id: str
+    owner: str
+    endpoint: str
+    body: dict[str, Any]
+
+
+class BatchStore:
+    def __init__(self, config: BatchStoreConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="batch-store")
+        self._db: sqlite3.Connection | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T], immediate: bool = False) -> T:
+        def call() -> T:
+            db = self._db
+            if db is None:
+                raise RuntimeError("the batch store is closed")
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.config.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.config.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
+        self._thread.shutdown(wait=True)
+
+    # --- files ------------------------------------------------------------------------------------------------------
+
+    async def put_file(self, owner: str, filename: str, purpose: str, content: bytes) -> FileObject:
+        found = FileObject(
+            id=new_id("file"), bytes=len(content), created_at=int(self._clock()), filename=filename, purpose=purpose
+        )
+        row = (found.id, owner, filename, purpose, len(content), found.created_at, content)
+        await self._run(lambda db: db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", row))
+        return found
+
+    async def get_file(self, owner: str, file_id: str) -> FileObject | None:
+        def read(db: sqlite3.Connection) -> tuple[Any, ...] | None:
+            query = "SELECT id, bytes, created, filename, purpose FROM files WHERE id = ? AND owner = ?"
+            found: tuple[Any, ...] | None = db.execute(query, (file_id, owner)).fetchone()
+            return found
+
+        row = await self._run(read)
+        return None if row is None else _file(row)
+
+    async def list_files(self, owner: str, purpose: str | None, after: str | None, limit: int) -> list[FileObject]:
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            sql = "SELECT id, bytes, created, filename, purpose FROM files WHERE owner = ?"
+            params: list[Any] = [owner]
+            if purpose is not None:
+                sql += " AND purpose = ?"
+                params.append(purpose)
+            if after is not None:
+                sql += " AND rowid < (SELECT rowid FROM files WHERE id = ? AND owner = ?)"
+                params += [after, owner]
+            return list(db.execute(sql + " ORDER BY rowid DESC LIMIT ?", (*params, limit)).fetchall())
+
+        return [_file(row) for row in await self._run(read)]
+
+    async def file_content(self, owner: str, file_id: str) -> bytes | None:
+        def read(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT content FROM files WHERE id = ? AND owner = ?", (file_id, owner)).fetchone()
+            return None if row is None else bytes(row[0])
+
+        return await self._run(read)
+
+    async def delete_file(self, owner: str, file_id: str) -> bool:
+        def remove(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM files WHERE id = ? AND owner = ?", (file_id, owner)).rowcount > 0
+
+        return await self._run(remove)
+
+    # --- batches ----------------------------------------------------------------------------------------------------
+
+    async def create_batch(
+        self, owner: str, batch: BatchObject, lines: Sequence[tuple[str, dict[str, Any]]]
+    ) -> BatchObject:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                (batch.id, owner, batch.created_at, batch.status, batch.model_dump_json()),
+            )
+            db.executemany(
+                "INSERT INTO lines (batch, idx, custom_id, body, state) VALUES (?, ?, ?, ?, 'pending')",
+                ((batch.id, i, custom_id, json.dumps(body)) for i, (custom_id, body) in enumerate(lines)),
+            )
+
+        await self._run(write, immediate=True)
+        return batch
+
+    async def get_batch(self, owner: str, batch_id: str) -> BatchObject | None:
+        def read(db: sqlite3.Connection) -> BatchObject | None:
+            row = db.execute("SELECT data FROM batches WHERE id = ? AND owner = ?", (batch_id, owner)).fetchone()
+            return None if row is None else _with_counts(db, BatchObject.model_validate_json(row[0]))
+
+        return await self._run(read)
+
+    async def list_batches(self, owner: str, after: str | None, limit: int) -> list[BatchObject]:
+        def read(db: sqlite3.Connection) -> list[BatchObject]:
+            sql, params = "SELECT data FROM batches WHERE owner = ?", [owner]
+            if after is not None:
+                sql += " AND rowid < (SELECT rowid FROM batches WHERE id = ? AND owner = ?)"
+                params += [after, owner]
+            rows = db.execute(sql + " ORDER BY rowid DESC LIMIT ?", (*params, limit)).fetchall()
+            return [_with_counts(db, BatchObject.model_validate_json(row[0])) for row in rows]
+
+        return await self._run(read)
+
+    async def cancel(self, owner: str, batch_id: str) -> BatchObject | None:
+        """``cancelling``: its pending lines will never run; the batch is ``cancelled`` once its running lines end."""
+
+        def write(db: sqlite3.Connection) -> BatchObject | None:
+            row = db.execute("SELECT data FROM batches WHERE id = ? AND owner = ?", (batch_id, owner)).fetchone()
+            if row is None:
+                return None
+            batch = BatchObject.model_validate_json(row[0])
+            if batch.status in ("validating", "in_progress"):
+                batch = batch.model_copy(update={"status": "cancelling", "cancelling_at": int(self._clock())})
+                _save(db, batch)
+                db.execute("UPDATE lines SET state = 'cancelled' WHERE batch = ? AND state = 'pending'", (batch_id,))
+            return _with_counts(db, batch)
+
+        return await self._run(write, immediate=True)
+
+    # --- the worker's side ------------------------------------------------------------------------------------------
+
+    async def claim(self, holder: str, cap: int) -> list[Claimed]:
+        """Up to ``cap`` minus the lines running anywhere: the oldest batches' pending lines first, and lines whose
+        lease ran out."""
+
+        def write(db: sqlite3.Connection) -> list[Claimed]:
+            now = self._clock()
+            db.execute(
+                "UPDATE lines SET state = 'pending', holder = NULL WHERE state = 'running' AND claimed < ?",
+                (now - self.config.lease_s,),
+            )
+            running = db.execute("SELECT COUNT(*) FROM lines WHERE state = 'running'").fetchone()[0]
+            free = cap - running
+            if free <= 0:
+                return []
+            rows = db.execute(
+                "SELECT l.batch, l.idx, l.custom_id, b.owner, b.data, l.body FROM lines AS l "
+                "JOIN batches AS b ON b.id = l.batch WHERE l.state = 'pending' AND b.status = 'in_progress' "
+                "ORDER BY b.created, l.batch, l.idx LIMIT ?",
+                (free,),
+            ).fetchall()
+            db.executemany(
+                "UPDATE lines SET state = 'running', holder = ?, claimed = ? WHERE batch = ? AND idx = ?",
+                ((holder, now, row[0], row[1]) for row in rows),
+            )
+            return [
+                Claimed(row[0], row[1], row[2], row[3], json.loads(row[4])["endpoint"], json.loads(row[5]))
+                for row in rows
+            ]
+
+        return await self._run(write, immediate=True)
+
+    async def renew(self, holder: str) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE lines SET claimed = ? WHERE holder = ? AND state = 'running'", (self._clock(), holder))
+
+        await self._run(write)
+
+    async def finish(self, holder: str, line: Claimed, ok: bool, result: dict[str, Any]) -> bool:
+        """The line's answer, written only while the line is still this holder's (False: it was taken from it)."""
+
+        def write(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE lines SET state = ?, result = ?, holder = NULL "
+                "WHERE batch = ? AND idx = ? AND holder = ? AND state = 'running'",
+                ("done" if ok else "failed", json.dumps(result), line.batch, line.idx, holder),
+            )
+            return cursor.rowcount > 0
+
+        return await self._run(write, immediate=True)
+
+    async def release(self, holder: str, line: Claimed) -> None:
+        """Give a line back unanswered (the engine went away, admission was full): another try will run it."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE lines SET state = 'pending', holder = NULL WHERE batch = ? AND idx = ? AND holder = ?",
+                (line.batch, line.idx, holder),
+            )
+
+        await self._run(write)
+
+    async def finalize(self) -> list[str]:
+        """Batches whose lines have all ended get their output and error files and their final status."""
+
+        def write(db: sqlite3.Connection) -> list[str]:
+            done = []
+            for (data,) in db.execute(
+                "SELECT data FROM batches WHERE status IN ('in_progress', 'cancelling') AND NOT EXISTS "
+                "(SELECT 1 FROM lines WHERE lines.batch = batches.id AND lines.state IN ('pending', 'running'))"
+            ).fetchall():
+                batch = BatchObject.model_validate_json(data)
+                _finish_batch(db, batch, int(self._clock()))
+                done.append(batch.id)
+            return done
+
+        return await self._run(write, immediate=True)
+
+
+def _file(row: Sequence[Any]) -> FileObject:
+    return FileObject(id=row[0], bytes=row[1], created_at=row[2], filename=row[3], purpose=row[4])
+
+
+def _save(db: sqlite3.Connection, batch: BatchObject) -> None:
+    db.execute(
+        "UPDATE batches SET status = ?, data = ? WHERE id = ?", (batch.status, batch.model_dump_json(), batch.id)
+    )
+
+
+def _with_counts(db: sqlite3.Connection, batch: BatchObject) -> BatchObject:
+    counts = dict(
+        db.execute("SELECT state, COUNT(*) FROM lines WHERE batch = ? GROUP BY state", (batch.id,)).fetchall()
+    )
+    total = sum(counts.values())
+    request_counts = RequestCounts(total=total, completed=counts.get("done", 0), failed=counts.get("failed", 0))
+    return batch.model_copy(update={"request_counts": request_counts})
+
+
+def _finish_batch(db: sqlite3.Connection, batch: BatchObject, now: int) -> None:
+    owner = db.execute("SELECT owner FROM batches WHERE id = ?", (batch.id,)).fetchone()[0]
+    output: list[str] = []
+    errors: list[str] = []
+    rows = db.execute("SELECT custom_id, state, result FROM lines WHERE batch = ? ORDER BY idx", (batch.id,)).fetchall()
+    for custom_id, state, result in rows:
+        if state == "done":
+            output.append(result)
+        elif state == "failed":
+            errors.append(result)
+        else:  # cancelled before it ran
+            message = "the batch was cancelled before this request ran"
+            errors.append(
+                json.dumps(
+                    {
+                        "id": new_id("batch_req"),
+                        "custom_id": custom_id,
+                        "response": None,
+                        "error": {"code": "batch_cancelled", "message": message},
+                    }
+                )
+            )
+    update: dict[str, Any] = {}
+    for name, lines in (("output_file_id", output), ("error_file_id", errors)):
+        if lines:
+            content = ("\n".join(lines) + "\n").encode()
+            file_id = new_id("file")
+            filename = f"{batch.id}_{'output' if name == 'output_file_id' else 'error'}.jsonl"
+            db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, 'batch_output', ?, ?, ?)",
+                (file_id, owner, filename, len(content), now, content),
+            )
+            update[name] = file_id
+    if batch.status == "cancelling":
+        update.update(status="cancelled", cancelled_at=now)
+    else:
+        update.update(status="completed", finalizing_at=now, completed_at=now)
+    _save(db, batch.model_copy(update=update))
