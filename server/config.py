@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "QWEN3VL_"
@@ -217,6 +217,11 @@ class Settings(BaseSettings):
         description="The SQLite file of files, batches and their lines (default "
         "$XDG_STATE_HOME/qwen3vl-server/batches.sqlite3); API processes of one server share it.",
     )
+    batch_database_url: SecretStr | None = Field(
+        None,
+        description="postgresql://... : files and batches in PostgreSQL, shared by every replica (lines claimed with "
+        "FOR UPDATE SKIP LOCKED and leases), instead of the SQLite file. Never logged.",
+    )
     batch_max_running: int = Field(
         4, ge=1, le=1024, description="Most batch lines in the engine at once, server-wide (live requests go first)."
     )
@@ -229,6 +234,14 @@ class Settings(BaseSettings):
     )
     batch_max_file_bytes: int = Field(100 * 1024 * 1024, ge=1024, description="Largest batch input file upload.")
     batch_max_lines: int = Field(50_000, ge=1, description="Most lines (requests) in one batch input file.")
+    batch_retention_hours: float = Field(
+        720, gt=0, description="Files, and batches that have ended, older than this are removed."
+    )
+    batch_storage_per_key_bytes: int = Field(
+        10 << 30,
+        ge=1 << 20,
+        description="Most bytes of files (uploads and batch outputs) one API key keeps; an upload beyond it is a 400.",
+    )
 
     # --- Media --------------------------------------------------------------------------------------------------------
     media_max_image_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest image accepted, in bytes.")

@@ -1,13 +1,17 @@
 """Every test session gets a state directory of its own: what a server writes there by default (the stored responses'
-SQLite file) stays out of the user's ~/.local/state, and concurrent sessions do not share it."""
+and batches' SQLite files) stays out of the user's ~/.local/state, and concurrent sessions do not share it. The tests
+that need PostgreSQL share one server per session (``postgres_url``), started on first use."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 import pytest
+
+from tests.postgres import postgres_server
 
 _STATE = "XDG_STATE_HOME"
 
@@ -27,3 +31,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _previous = pytest.StashKey[str | None]()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url

@@ -10,7 +10,8 @@ created them (another key gets a 404).
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import os
+import socket
 import time
 
 from fastapi import APIRouter
@@ -100,11 +101,21 @@ async def start_batches(state: AppState) -> asyncio.Task[None] | None:
     settings = state.settings
     if not settings.batches:
         return None
-    store = BatchStore(BatchStoreConfig(path=settings.batch_store_file, lease_s=settings.batch_lease))
+    url = settings.batch_database_url.get_secret_value() if settings.batch_database_url else None
+    config = BatchStoreConfig(
+        path=settings.batch_store_file,
+        database_url=url,
+        lease_s=settings.batch_lease,
+        retention_s=settings.batch_retention_hours * 3600,
+        max_owner_bytes=settings.batch_storage_per_key_bytes,
+    )
+    store = BatchStore(config)
     try:
         await store.open()
-    except (OSError, sqlite3.Error) as exc:
+    except Exception as exc:  # the file or the database cannot be used: the start fails, naming the flag
         await store.close()
+        if url:  # the URL may hold a password: only the kind of failure is said
+            raise RuntimeError(f"--batch-database-url: cannot use the database ({type(exc).__name__})") from None
         raise RuntimeError(f"--batch-store-path {settings.batch_store_file}: {exc} (or --no-batches)") from exc
     state.batch_store = store
 
@@ -120,5 +131,7 @@ async def start_batches(state: AppState) -> asyncio.Task[None] | None:
         state.metrics.batches,
         poll_s=min(2.0, settings.batch_lease / 4),  # the loop renews the leases: several times per lease
         paused=lambda: not state.ready or state.draining or state.failed,
+        # One server: its host and its first process (the supervisor of --api-workers, whose children share an engine).
+        group=f"{socket.gethostname()}:{os.getppid() if state.seat is not None else os.getpid()}",
     )
     return asyncio.create_task(worker.run(), name="batch-worker")

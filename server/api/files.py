@@ -19,7 +19,7 @@ from server.errors import EngineUnavailableError, InvalidRequestError, NotFoundE
 from server.media.cache import cache_scope
 from server.schemas.batches import FileDeleted, FileObject, ListPage
 from server.schemas.openapi import GUARD_ERRORS, error_responses
-from server.service.batch_store import BatchStore
+from server.service.batch_store import BatchStore, StorageFullError
 
 router = APIRouter()
 FILES = "/v1/files"
@@ -75,7 +75,15 @@ async def upload_file(request: Request, state: StateDep) -> FileObject:
         raise EngineUnavailableError("lines are checked against the model, which is still loading; retry shortly")
     settings = state.settings
     await asyncio.to_thread(parse_batch_file, content, chat, settings.batch_max_lines)  # CPU work, off the loop
-    return await store.put_file(cache_scope.get(), filename or "batch.jsonl", "batch", content)
+    try:
+        return await store.put_file(cache_scope.get(), filename or "batch.jsonl", "batch", content)
+    except StorageFullError as exc:
+        raise InvalidRequestError(
+            f"file: this API key's files would take more than its {exc.limit} bytes ({exc.used} used); delete "
+            "files (DELETE /v1/files/{id}) or wait for them to expire",
+            param="file",
+            code="storage_limit_reached",
+        ) from exc
 
 
 @router.get(FILES, response_model=ListPage, responses=error_responses(400, *GUARD_ERRORS))

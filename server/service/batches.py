@@ -42,6 +42,12 @@ class BatchMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.queued = Gauge(
+            "qwen3vl_batch_lines_queued",
+            "Batch lines waiting to run, server-wide (as this process's worker last saw them).",
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.finished = Counter(
             "qwen3vl_batch_lines",
             "Batch lines finished, by result (completed, failed, requeued).",
@@ -59,6 +65,7 @@ class BatchWorker:
         metrics: BatchMetrics,
         poll_s: float = 2.0,
         paused: Callable[[], bool] = lambda: False,
+        group: str = "",
     ) -> None:
         self.store = store
         self._run_line = run_line
@@ -66,6 +73,7 @@ class BatchWorker:
         self._metrics = metrics
         self._poll_s = poll_s
         self._paused = paused  # not ready yet, or draining: nothing new is claimed
+        self.group = group  # this server (its API processes share the engine and the cap on running lines)
         self.holder = new_id("worker")
         self._wake = asyncio.Event()
         self._tasks: dict[asyncio.Task[None], Claimed] = {}
@@ -93,7 +101,9 @@ class BatchWorker:
     async def _step(self) -> None:
         try:
             if len(self._tasks) < self._max_running and not self._paused():
-                for line in await self.store.claim(self.holder, self._max_running):
+                claimed = await self.store.claim(self.holder, self._max_running, self.group)
+                self._metrics.queued.set(self.store.queued)
+                for line in claimed:
                     task = asyncio.create_task(self._one(line), name=f"batch-line-{line.batch}-{line.idx}")
                     self._tasks[task] = line
                     task.add_done_callback(self._done)

@@ -89,7 +89,7 @@ def _logprobs_out(req: ChatCompletionRequest, items: Sequence[TokenLogprob]) -> 
     )
 
 
-def _whole_json(text: str) -> bool:
+def whole_json(text: str) -> bool:
     try:
         json.loads(text)
     except ValueError:
@@ -103,7 +103,7 @@ def _choice(req: ChatCompletionRequest, output: OutputSpec, state: ChoiceState) 
         for _, call in sorted(state.tool_calls.items())
     ]
     if state.finish_reason == "length":  # a call cut off by max_tokens is not a call (a stream saw its pieces go by)
-        calls = [call for call in calls if _whole_json(call.function.arguments)]
+        calls = [call for call in calls if whole_json(call.function.arguments)]
     content = "".join(state.content)
     return Choice(
         index=state.index,

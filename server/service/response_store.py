@@ -13,20 +13,17 @@ oldest rows go first, checked as rows are written (at most every few seconds) an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from server.service.database import Conn, SqliteFile
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -75,40 +72,15 @@ class ResponseStore:
     def __init__(self, config: StoreConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self._clock = clock
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="response-store")
-        self._db: sqlite3.Connection | None = None
+        self._file = SqliteFile(config.path, "response store")
         self._pruned_at = float("-inf")
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:
-                raise RuntimeError("the response store is closed")
-            with self._db:  # one transaction per call
-                return work(self._db)
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
-
     async def open(self) -> None:
-        def connect() -> None:
-            self.config.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.config.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            db.isolation_level = "DEFERRED"
-            self._db = db
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, connect)
-        await self._run(self._prune)
+        await self._file.open(_SCHEMA)
+        await self._file.run(self._prune)
 
     async def close(self) -> None:
-        def disconnect() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._thread, disconnect)
-        self._thread.shutdown(wait=True)
+        await self._file.close()
 
     async def put(
         self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]], previous: str | None
@@ -116,34 +88,34 @@ class ResponseStore:
         text_in, text_out = json.dumps(input_items), json.dumps(response)
         row = (response["id"], owner, self._clock(), previous, len(text_in) + len(text_out), text_in, text_out)
 
-        def write(db: sqlite3.Connection) -> None:
+        def write(db: Conn) -> None:
             db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             if self._clock() - self._pruned_at >= self.config.prune_every_s:
                 self._prune(db)
 
-        await self._run(write)
+        await self._file.run(write)
 
     async def get(self, owner: str, response_id: str) -> dict[str, Any] | None:
-        def read(db: sqlite3.Connection) -> str | None:
+        def read(db: Conn) -> str | None:
             found = db.execute(
                 "SELECT response FROM responses WHERE id = ? AND owner = ? AND created >= ?",
                 (response_id, owner, self._clock() - self.config.retention_s),
             ).fetchone()
             return None if found is None else str(found[0])
 
-        text = await self._run(read)
+        text = await self._file.run(read)
         return None if text is None else dict(json.loads(text))
 
     async def history(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
         """The conversation that ends with ``response_id``: per turn, oldest first, its input items then its output
         items. None if that response is not the owner's (or not stored); BrokenChainError if an earlier turn is gone."""
 
-        def read(db: sqlite3.Connection) -> list[tuple[str, str | None, str, str]]:
+        def read(db: Conn) -> list[tuple[str, str | None, str, str]]:
             since = self._clock() - self.config.retention_s
             params = {"id": response_id, "owner": owner, "since": since, "turns": self.config.max_turns}
             return [tuple(row) for row in db.execute(_CHAIN, params).fetchall()]
 
-        rows = await self._run(read)
+        rows = await self._file.run(read)
         if not rows:
             return None
         if rows[0][1] is not None:  # the oldest turn found still names an earlier one: it is gone
@@ -155,13 +127,13 @@ class ResponseStore:
         return items
 
     async def delete(self, owner: str, response_id: str) -> bool:
-        def remove(db: sqlite3.Connection) -> bool:
+        def remove(db: Conn) -> bool:
             cursor = db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (response_id, owner))
             return cursor.rowcount > 0
 
-        return await self._run(remove)
+        return await self._file.run(remove)
 
-    def _prune(self, db: sqlite3.Connection) -> None:
+    def _prune(self, db: Conn) -> None:
         """Rows past the retention age, then the oldest rows until the total size is within the limit."""
         self._pruned_at = now = self._clock()
         db.execute("DELETE FROM responses WHERE created < ?", (now - self.config.retention_s,))

@@ -11,7 +11,6 @@ Streamed: ``response.created``, ``response.in_progress``, then per item ``output
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -23,7 +22,7 @@ from server.errors import InvalidRequestError
 from server.schemas.chat_response import ChatCompletion, Delta
 from server.schemas.common import Usage
 from server.schemas.responses import ResponseObject, ResponsesRequest, ResponseUsage
-from server.service.chat import ChatJob
+from server.service.chat import ChatJob, whole_json
 from server.service.choices import ChoiceState, Piece
 from server.service.responses_input import renamed
 
@@ -32,14 +31,6 @@ Event = dict[str, Any]
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def _whole_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def response_usage(usage: Usage, reasoning_tokens: int) -> ResponseUsage:
@@ -247,7 +238,7 @@ class ResponsesJob:
         events = self._close_open()
         for item in self._calls.values():
             arguments = "".join(item.text)
-            whole = _whole_json(arguments)
+            whole = whole_json(arguments)
             item.data = {**item.data, "arguments": arguments, "status": "completed" if whole else "incomplete"}
             index = self._items.index(item)
             events.append(

@@ -241,3 +241,16 @@ def test_without_batches(engine: FakeEngine, tmp_path: Path) -> None:
         pytest.raises(NotFoundError),
     ):
         _sdk(client).files.list()
+
+
+def test_an_upload_beyond_the_keys_storage_is_refused(engine: FakeEngine, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, batch_storage_per_key_bytes=1 << 20)
+    big = jsonl([chat_line(f"r{i}", "x" * 100_000) for i in range(6)])  # ~600 KB
+    with TestClient(create_app(settings, engine=engine), raise_server_exceptions=False) as client:
+        sdk = _sdk(client)
+        first = sdk.files.create(file=("a.jsonl", big), purpose="batch")
+        with pytest.raises(BadRequestError) as info:
+            sdk.files.create(file=("b.jsonl", big), purpose="batch")
+        assert info.value.code == "storage_limit_reached" and "1048576" in info.value.message  # type: ignore[attr-defined]
+        sdk.files.delete(first.id)
+        sdk.files.create(file=("b.jsonl", big), purpose="batch")

@@ -85,6 +85,7 @@ API_KEYS_SECRET = "qwen3vl-api-keys"
 API_KEY_FILE = "/etc/qwen3vl/api-keys"
 METRICS_KEY = "metrics-key"  # the Secret's key Prometheus sends as its bearer token
 HF_TOKEN_SECRET = "hf-token"
+BATCH_DATABASE_SECRET = "qwen3vl-batch-database"
 HF_HOME = "/models/hf"
 GPU = "nvidia.com/gpu"
 H100_PRODUCT = "NVIDIA-H100-80GB-HBM3"
@@ -308,6 +309,9 @@ def check_server_pod(pod_spec: Manifest, server_name: str, profile: str) -> None
     state_mount, state = mounted_at(pod_spec, c, str(store.parent))
     assert not state_mount.get("readOnly") and "emptyDir" in state
     assert gibibytes(state["emptyDir"]["sizeLimit"]) > Settings().responses_store_max_bytes / 2**30
+    # Files and batches: PostgreSQL shared by the replicas when the optional Secret exists, else SQLite on `state`.
+    database = next(e for e in c["env"] if e["name"] == "QWEN3VL_BATCH_DATABASE_URL")["valueFrom"]["secretKeyRef"]
+    assert database == {"name": BATCH_DATABASE_SECRET, "key": "url", "optional": True}
 
     assert variables["HF_HUB_OFFLINE"] == "1" and variables["HF_HOME"] == HF_HOME
     models_mount, models = mounted_at(pod_spec, c, "/models")
@@ -678,7 +682,7 @@ def test_leader_worker_set(rendered: dict[str, list[Manifest]], tmp_path: Path) 
 def test_secret_examples_match_the_references_and_are_never_rendered(tmp_path: Path) -> None:
     examples = [d for d in yaml.safe_load_all((K8S / "examples" / "secrets.example.yaml").read_text()) if d]
     by_name = {d["metadata"]["name"]: d for d in examples}
-    assert set(by_name) == {API_KEYS_SECRET, HF_TOKEN_SECRET}
+    assert set(by_name) == {API_KEYS_SECRET, HF_TOKEN_SECRET, BATCH_DATABASE_SECRET}
     for doc in examples:
         kubernetes_validate.validate(doc, K8S_VERSIONS[0], strict=True)
         assert all("REPLACE-ME" in value for value in doc["stringData"].values()), "placeholders only"
@@ -692,6 +696,7 @@ def test_secret_examples_match_the_references_and_are_never_rendered(tmp_path: P
     parsed = Settings(api_key_file=key_file).all_api_keys()
     assert keys[METRICS_KEY] in parsed and not any(k.startswith("#") for k in parsed)
     assert set(by_name[HF_TOKEN_SECRET]["stringData"]) == {"token"}
+    assert set(by_name[BATCH_DATABASE_SECRET]["stringData"]) == {"url"}
     for path in K8S.rglob("kustomization.yaml"):
         kustomization = yaml.safe_load(path.read_text())
         entries = [*kustomization.get("resources", []), *kustomization.get("components", [])]

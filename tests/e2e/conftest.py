@@ -108,7 +108,13 @@ def serve(settings: Settings, checkpoint: Path) -> Iterator[LiveServer]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the subprocess-server tests first: they start engines of their own, and on two cores two live engines
     (each binding its OpenMP threads to both cores) starve each other. The shared in-process engine starts after."""
-    own_servers = ("test_process.py", "test_startup_states.py", "test_wedged_engine.py", "test_batch_restart.py")
+    own_servers = (
+        "test_process.py",
+        "test_startup_states.py",
+        "test_wedged_engine.py",
+        "test_batch_restart.py",
+        "test_batch_replicas.py",
+    )
     items.sort(key=lambda item: 0 if any(name in item.nodeid for name in own_servers) else 1)
 
 

@@ -39,7 +39,7 @@ def test_a_killed_server_finishes_its_batch_after_a_restart(tmp_path: Path) -> N
             "body": {
                 "model": "tiny-qwen3vl",
                 "messages": [{"role": "user", "content": f"Story {i}."}],
-                "max_tokens": 400,
+                "max_tokens": 3000,  # seconds per line: the kill lands with most lines still to run
                 "ignore_eos": True,
             },
         }
