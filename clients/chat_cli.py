@@ -1,6 +1,7 @@
 """``qwen3vl-chat``: ask the server about local or remote images and videos from the command line.
 
     qwen3vl-chat photo.jpg clip.mp4 -p "What happens here?" [--url http://127.0.0.1:8000] [--model NAME]
+    qwen3vl-chat batch requests.jsonl      # a batch on the server, with a progress bar (clients.batch_cli)
 
 Each FILE_OR_URL is an image or a video by its extension (``.mp4``, ``.webm``, ``.mov``, ``.mkv``, ``.avi``, … are
 videos) or its ``data:`` MIME type; local files are inlined as data URLs. The answer streams to stdout; token usage goes
@@ -138,6 +139,11 @@ def _chat(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:  # qwen3vl-chat batch FILE.jsonl: clients.batch_cli
+        from clients import batch_cli
+
+        return batch_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         _chat(args, sys.stdout, sys.stderr)

@@ -72,8 +72,9 @@ async def create_batch(body: BatchCreate, state: StateDep) -> BatchObject:
 
 @router.get(BATCHES, response_model=ListPage, responses=error_responses(400, *GUARD_ERRORS))
 async def list_batches(state: StateDep, after: str | None = None, limit: int = 20) -> ListPage:
-    found = await batch_store(state).list_batches(cache_scope.get(), after, max(1, min(limit, 100)))
-    return ListPage(data=found, first_id=found[0].id if found else None, last_id=found[-1].id if found else None)
+    limit = max(1, min(limit, 100))
+    found = await batch_store(state).list_batches(cache_scope.get(), after, limit + 1)
+    return ListPage.of(found, limit)
 
 
 @router.get(BATCHES + "/{batch_id}", response_model=BatchObject, responses=error_responses(404, *GUARD_ERRORS))

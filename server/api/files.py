@@ -90,8 +90,9 @@ async def upload_file(request: Request, state: StateDep) -> FileObject:
 async def list_files(
     state: StateDep, purpose: str | None = None, after: str | None = None, limit: int = 10_000
 ) -> ListPage:
-    found = await batch_store(state).list_files(cache_scope.get(), purpose, after, max(1, min(limit, MAX_LIST)))
-    return ListPage(data=found, first_id=found[0].id if found else None, last_id=found[-1].id if found else None)
+    limit = max(1, min(limit, MAX_LIST))
+    found = await batch_store(state).list_files(cache_scope.get(), purpose, after, limit + 1)
+    return ListPage.of(found, limit)
 
 
 @router.get(FILES + "/{file_id}", response_model=FileObject, responses=error_responses(404, *GUARD_ERRORS))

@@ -42,6 +42,13 @@ class ListPage(BaseModel):
     last_id: str | None = None
     has_more: bool = False
 
+    @classmethod
+    def of(cls, found: list[Any], limit: int) -> ListPage:
+        """A page from up to ``limit + 1`` items (newest first): one more than the page says there are more."""
+        page = found[:limit]
+        first, last = (page[0].id, page[-1].id) if page else (None, None)
+        return cls(data=page, first_id=first, last_id=last, has_more=len(found) > limit)
+
 
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -60,7 +60,8 @@ _NOT_RUN = {
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """Unique, and in creation order within a prefix (the time first), so lists page newest first by id."""
+    return f"{prefix}_{time.time_ns():016x}{uuid.uuid4().hex[:16]}"
 
 
 @dataclass(frozen=True)

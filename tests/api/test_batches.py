@@ -254,3 +254,19 @@ def test_an_upload_beyond_the_keys_storage_is_refused(engine: FakeEngine, tmp_pa
         assert info.value.code == "storage_limit_reached" and "1048576" in info.value.message  # type: ignore[attr-defined]
         sdk.files.delete(first.id)
         sdk.files.create(file=("b.jsonl", big), purpose="batch")
+
+
+def test_lists_page_newest_first(sdk: OpenAI) -> None:
+    made = [sdk.files.create(file=(f"{i}.jsonl", jsonl([chat_line("a")])), purpose="batch").id for i in range(3)]
+    first = sdk.files.list(limit=2)
+    assert [f.id for f in first.data] == made[:0:-1] and first.has_more
+    rest = sdk.files.list(limit=2, after=first.data[-1].id)
+    assert [f.id for f in rest.data] == [made[0]] and not rest.has_more
+    batches = [
+        sdk.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h").id
+        for file_id in made
+    ]
+    page = sdk.batches.list(limit=1)
+    assert [b.id for b in page.data] == [batches[-1]] and page.has_more
+    assert [b.id for b in sdk.batches.list(limit=5).data] == batches[::-1]
+    assert [b.id for b in sdk.batches.list(limit=5, after=batches[1])] == [batches[0]]  # the SDK pages on by itself

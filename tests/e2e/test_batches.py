@@ -77,3 +77,32 @@ def test_a_batch_on_the_real_engine(dense_server: LiveServer) -> None:
     # The same request live answers the same text at temperature 0: batch lines take the live path.
     live = sdk.chat.completions.create(**lines[0]["body"])
     assert live.choices[0].message.content == answers["text-0"].choices[0].message.content
+
+
+def test_cancel_stops_the_lines_not_started(dense_server: LiveServer) -> None:
+    sdk = dense_server.client()
+    lines = [
+        {
+            "custom_id": f"long-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": dense_server.model,
+                "messages": [{"role": "user", "content": f"Story {i}."}],
+                "max_tokens": 1500,
+                "ignore_eos": True,
+            },
+        }
+        for i in range(20)
+    ]
+    content = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    uploaded = sdk.files.create(file=("long.jsonl", content), purpose="batch")
+    batch = sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert sdk.batches.cancel(batch.id).status in ("cancelling", "cancelled")
+    done = _finished(sdk, batch.id)
+    assert done.status == "cancelled" and done.request_counts is not None
+    answered = done.request_counts.completed
+    assert answered <= 4  # at most the lines already running (--batch-max-running 4) finished
+    skipped = [] if done.error_file_id is None else sdk.files.content(done.error_file_id).text.splitlines()
+    assert len(skipped) == 20 - answered
+    assert {json.loads(line)["error"]["code"] for line in skipped} == {"batch_cancelled"}

@@ -223,3 +223,35 @@ def test_cli_errors_carry_the_servers_message(
     assert main([str(broken), "-p", "hi", "--url", dense_server.base_url, "--model", dense_server.model]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: 400 ") and "messages[0].content[0].image_url" in err
+
+
+def test_the_batch_command_runs_a_file_and_downloads_the_answers(
+    dense_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        {
+            "custom_id": f"q{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": dense_server.model,
+                "messages": [{"role": "user", "content": f"Hi {i}"}],
+                "max_tokens": 3,
+            },
+        }
+        for i in range(3)
+    ]
+    source = tmp_path / "requests.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code = main(["batch", str(source), "--url", dense_server.base_url, "--poll", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    answers = [json.loads(line) for line in (tmp_path / "requests.output.jsonl").read_text().splitlines()]
+    assert [a["custom_id"] for a in answers] == ["q0", "q1", "q2"]
+    for answer in answers:
+        ChatCompletion.model_validate(answer["response"]["body"])
+    assert "3/3" in err and "3 answers in" in err and not (tmp_path / "requests.errors.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**lines[0], "method": "GET"}) + "\n")
+    assert main(["batch", str(bad), "--url", dense_server.base_url]) == 1
+    assert "line 1: method: must be POST" in capsys.readouterr().err
