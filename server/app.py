@@ -192,6 +192,7 @@ async def _open_store(settings: Settings) -> ResponseStore | None:
         path=settings.responses_store_file,
         retention_s=settings.responses_retention_hours * 3600,
         max_bytes=settings.responses_store_max_bytes,
+        max_history_bytes=settings.max_body_bytes,  # a conversation replayed is no larger than one body sent whole
     )
     store = ResponseStore(config)
     try:

@@ -95,8 +95,7 @@ def parse_batch_file(content: bytes, chat: ChatService, max_lines: int) -> list[
     refused = 0
     ids: set[str] = set()
     urls: set[str] = set()
-    raw_lines = [raw for raw in content.split(b"\n")]
-    numbered = [(n, raw) for n, raw in enumerate(raw_lines, 1) if raw.strip()]
+    numbered = [(n, raw) for n, raw in enumerate(content.split(b"\n"), 1) if raw.strip()]
     if not numbered:
         raise InvalidRequestError("file: the batch file has no lines", param="file", code="invalid_batch_file")
     if len(numbered) > max_lines:
@@ -115,6 +114,13 @@ def parse_batch_file(content: bytes, chat: ChatService, max_lines: int) -> list[
         message = f"file: {refused} of {len(numbered)} lines are invalid: " + "; ".join(errors) + more
         raise InvalidRequestError(message, param="file", code="invalid_batch_file")
     return lines
+
+
+def stored_lines(content: bytes) -> list[BatchLine]:
+    """The lines of a file that was checked on upload (``parse_batch_file``): read back, not checked again. A line
+    that no longer fits the server (another model or limits since the upload) fails when it runs, in the error file."""
+    lines = [json.loads(raw) for raw in content.split(b"\n") if raw.strip()]
+    return [BatchLine(line["custom_id"], line["url"], line["body"]) for line in lines]
 
 
 class _Prioritized:

@@ -16,10 +16,10 @@ import time
 
 from fastapi import APIRouter
 
-from server.api.batch_lines import line_runner, parse_batch_file
+from server.api.batch_lines import line_runner, stored_lines
 from server.api.files import batch_store
 from server.api.state import AppState, StateDep
-from server.errors import EngineUnavailableError, InvalidRequestError, NotFoundError
+from server.errors import InvalidRequestError, NotFoundError
 from server.media.cache import cache_scope
 from server.schemas.batches import BatchCreate, BatchObject, ListPage, RequestCounts
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses
@@ -38,14 +38,18 @@ def _missing(batch_id: str) -> NotFoundError:
 @router.post(BATCHES, response_model=BatchObject, responses=error_responses(400, 404, *BODY_ERRORS, *GUARD_ERRORS))
 async def create_batch(body: BatchCreate, state: StateDep) -> BatchObject:
     store, owner = batch_store(state), cache_scope.get()
-    content = await store.file_content(owner, body.input_file_id)
-    if content is None:
+    found = await store.get_file(owner, body.input_file_id)
+    content = None if found is None else await store.file_content(owner, body.input_file_id)
+    if found is None or content is None:
         raise NotFoundError(
             f"input_file_id: no file {body.input_file_id[:64]!r}", param="input_file_id", code="file_not_found"
         )
-    if state.chat is None:
-        raise EngineUnavailableError("the model is still loading; retry shortly")
-    lines = await asyncio.to_thread(parse_batch_file, content, state.chat, state.settings.batch_max_lines)
+    if found.purpose != "batch":  # a batch's output or error file: not lines to run
+        raise InvalidRequestError(
+            f"input_file_id: a file of purpose {found.purpose!r}; upload the lines with purpose 'batch'",
+            param="input_file_id",
+        )
+    lines = await asyncio.to_thread(stored_lines, content)  # checked on upload: only read back here
     wrong = [n for n, line in enumerate(lines, 1) if line.url != body.endpoint]
     if wrong:
         raise InvalidRequestError(

@@ -64,7 +64,7 @@ _UPLOAD = {
 async def upload_file(request: Request, state: StateDep) -> FileObject:
     """A JSONL batch input file (``purpose=batch``), every line checked before it is stored."""
     store = batch_store(state)
-    form = read_form(request.headers.get("content-type", ""), await request.body())
+    form = await asyncio.to_thread(read_form, request.headers.get("content-type", ""), await request.body())
     if form.fields.get("purpose") != "batch":
         raise InvalidRequestError("purpose: must be 'batch' (the only purpose this server stores)", param="purpose")
     if "file" not in form.files:

@@ -2,7 +2,7 @@
 
 Starlette's ``request.form()`` spools a file part over 1 MB to a temporary file on disk; a request must not make the
 server write to disk on its own, so the (already size-limited) body is parsed here, in memory, with the same
-library's push parser. Only what this server asks for is kept: a few small text fields and one file.
+library's push parser (callers run it off the event loop: its work grows with the body). Only what this server asks for is kept: a few small text fields and one file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Form:
 @dataclass
 class _Part:
     headers: dict[bytes, bytes] = field(default_factory=dict)
-    data: list[bytes] = field(default_factory=list)
+    data: list[memoryview] = field(default_factory=list)  # views of the body: the part is copied once, when joined
     size: int = 0
 
 
@@ -54,7 +54,7 @@ def read_form(content_type: str, body: bytes) -> Form:
         header_value.clear()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        current.data.append(data[start:end])
+        current.data.append(memoryview(data)[start:end])
         current.size += end - start
         if b"filename" not in current.headers.get(b"content-disposition", b"") and current.size > MAX_FIELD_BYTES:
             raise InvalidRequestError(f"a form field is longer than {MAX_FIELD_BYTES} bytes", code="invalid_upload")

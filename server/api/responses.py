@@ -27,7 +27,7 @@ from server.schemas.chat import ChatCompletionRequest
 from server.schemas.openapi import BODY_ERRORS, GUARD_ERRORS, error_responses
 from server.schemas.responses import ResponseDeleted, ResponseObject, ResponsesRequest
 from server.service.chat import ChatService
-from server.service.response_store import BrokenChainError, ResponseStore
+from server.service.response_store import BrokenChainError, HistoryTooLargeError, ResponseStore
 from server.service.responses import ResponsesJob
 from server.service.responses_input import chat_body, input_items, renamed
 
@@ -50,6 +50,13 @@ async def _history(store: ResponseStore | None, owner: str, previous: str) -> li
         )
     try:
         history = await store.history(owner, previous)
+    except HistoryTooLargeError as exc:
+        raise InvalidRequestError(
+            f"{_PREVIOUS}: the stored conversation is {exc.size} bytes, more than the {exc.limit} one request may "
+            "carry; start a new conversation or pass a shorter history in input",
+            param=_PREVIOUS,
+            code="conversation_too_large",
+        ) from exc
     except BrokenChainError as exc:
         raise ResponseNotFoundError(
             f"{_PREVIOUS}: an earlier response of this conversation ({_shown(exc.missing)}) is no longer stored",

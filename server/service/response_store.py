@@ -38,17 +38,26 @@ CREATE TABLE IF NOT EXISTS responses (
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
 """
 
-# The chain from a response back to its first turn, newest first; ``depth`` bounds a cycle no insert can make anyway.
+# The chain from a response back to its first turn, newest first, with each turn's size (its texts are read only once
+# the whole is known to fit); ``depth`` bounds a cycle no insert can make anyway.
 _CHAIN = """
-WITH RECURSIVE chain(id, previous, input, response, depth) AS (
-    SELECT id, previous, input, response, 0 FROM responses WHERE id = :id AND owner = :owner AND created >= :since
+WITH RECURSIVE chain(id, previous, size, depth) AS (
+    SELECT id, previous, size, 0 FROM responses WHERE id = :id AND owner = :owner AND created >= :since
     UNION ALL
-    SELECT r.id, r.previous, r.input, r.response, chain.depth + 1
+    SELECT r.id, r.previous, r.size, chain.depth + 1
     FROM responses AS r JOIN chain ON r.id = chain.previous
     WHERE r.owner = :owner AND r.created >= :since AND chain.depth < :turns
 )
-SELECT id, previous, input, response FROM chain ORDER BY depth DESC
+SELECT id, previous, size FROM chain ORDER BY depth DESC
 """
+
+
+class HistoryTooLargeError(ValueError):
+    """The stored conversation is larger than one request body may be: it is not read back."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes, more than {limit}")
+        self.size, self.limit = size, limit
 
 
 class BrokenChainError(LookupError):
@@ -65,6 +74,7 @@ class StoreConfig:
     retention_s: float
     max_bytes: int
     max_turns: int = 1024  # the longest chain read back (chat's message limit bounds a conversation anyway)
+    max_history_bytes: int = 64 * 1024 * 1024  # the largest conversation read back: the server's request body limit
     prune_every_s: float = 5.0
 
 
@@ -85,10 +95,11 @@ class ResponseStore:
     async def put(
         self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]], previous: str | None
     ) -> None:
-        text_in, text_out = json.dumps(input_items), json.dumps(response)
-        row = (response["id"], owner, self._clock(), previous, len(text_in) + len(text_out), text_in, text_out)
+        created = self._clock()
 
-        def write(db: Conn) -> None:
+        def write(db: Conn) -> None:  # serialized here, on the store's thread: an input may hold megabytes of media
+            text_in, text_out = json.dumps(input_items), json.dumps(response)
+            row = (response["id"], owner, created, previous, len(text_in) + len(text_out), text_in, text_out)
             db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             if self._clock() - self._pruned_at >= self.config.prune_every_s:
                 self._prune(db)
@@ -108,23 +119,31 @@ class ResponseStore:
 
     async def history(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
         """The conversation that ends with ``response_id``: per turn, oldest first, its input items then its output
-        items. None if that response is not the owner's (or not stored); BrokenChainError if an earlier turn is gone."""
+        items. None if that response is not the owner's (or not stored); BrokenChainError if an earlier turn is gone;
+        HistoryTooLargeError if the turns together are larger than ``max_history_bytes`` (checked before any is read).
+        The texts are parsed on the store's thread, not the event loop."""
 
-        def read(db: Conn) -> list[tuple[str, str | None, str, str]]:
+        def read(db: Conn) -> list[dict[str, Any]] | None:
             since = self._clock() - self.config.retention_s
             params = {"id": response_id, "owner": owner, "since": since, "turns": self.config.max_turns}
-            return [tuple(row) for row in db.execute(_CHAIN, params).fetchall()]
+            chain = db.execute(_CHAIN, params).fetchall()
+            if not chain:
+                return None
+            if chain[0][1] is not None:  # the oldest turn found still names an earlier one: it is gone
+                raise BrokenChainError(chain[0][1])
+            size = sum(row[2] for row in chain)
+            if size > self.config.max_history_bytes:
+                raise HistoryTooLargeError(size, self.config.max_history_bytes)
+            items: list[dict[str, Any]] = []
+            for turn_id, _, _ in chain:
+                text_in, text_out = db.execute(
+                    "SELECT input, response FROM responses WHERE id = ?", (turn_id,)
+                ).fetchone()
+                items.extend(json.loads(text_in))
+                items.extend(json.loads(text_out).get("output", []))
+            return items
 
-        rows = await self._file.run(read)
-        if not rows:
-            return None
-        if rows[0][1] is not None:  # the oldest turn found still names an earlier one: it is gone
-            raise BrokenChainError(rows[0][1])
-        items: list[dict[str, Any]] = []
-        for _, _, text_in, text_out in rows:
-            items.extend(json.loads(text_in))
-            items.extend(json.loads(text_out).get("output", []))
-        return items
+        return await self._file.run(read)
 
     async def delete(self, owner: str, response_id: str) -> bool:
         def remove(db: Conn) -> bool:

@@ -270,3 +270,14 @@ def test_lists_page_newest_first(sdk: OpenAI) -> None:
     assert [b.id for b in page.data] == [batches[-1]] and page.has_more
     assert [b.id for b in sdk.batches.list(limit=5).data] == batches[::-1]
     assert [b.id for b in sdk.batches.list(limit=5, after=batches[1])] == [batches[0]]  # the SDK pages on by itself
+
+
+def test_an_output_file_is_not_a_batch_input(sdk: OpenAI) -> None:
+    uploaded = sdk.files.create(file=("o.jsonl", jsonl([chat_line("a")])), purpose="batch")
+    done = finished(
+        sdk, sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h").id
+    )
+    assert done.output_file_id is not None
+    with pytest.raises(BadRequestError) as info:
+        sdk.batches.create(input_file_id=done.output_file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert info.value.param == "input_file_id" and "batch_output" in info.value.message  # type: ignore[attr-defined]

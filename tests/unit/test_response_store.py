@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.service.response_store import BrokenChainError, ResponseStore, StoreConfig
+from server.service.response_store import BrokenChainError, HistoryTooLargeError, ResponseStore, StoreConfig
 
 
 class Clock:
@@ -119,3 +119,16 @@ async def test_a_store_that_cannot_open_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         await store.open()
     await store.close()
+
+
+async def test_a_conversation_larger_than_a_body_is_not_read_back(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "r.db", Clock(), max_history_bytes=5000)
+    try:
+        await store.put("a", _response("resp_1", pad=3000), _said("one"), None)
+        assert await store.history("a", "resp_1") is not None
+        await store.put("a", _response("resp_2", pad=3000), _said("two"), "resp_1")
+        with pytest.raises(HistoryTooLargeError) as info:
+            await store.history("a", "resp_2")
+        assert info.value.size > 5000 and info.value.limit == 5000
+    finally:
+        await store.close()
