@@ -64,7 +64,7 @@ def _job(url: str, body: dict[str, Any], chat: ChatService) -> Job[Any, BaseMode
 def _checked(raw: bytes, url_seen: set[str], ids: set[str], chat: ChatService) -> BatchLine:
     try:
         line = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested past the parser's depth
         raise InvalidRequestError("not a JSON object") from exc
     if not isinstance(line, dict):
         raise InvalidRequestError("not a JSON object")

@@ -5,6 +5,7 @@ API-key scoping of files and batches."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -281,3 +282,40 @@ def test_an_output_file_is_not_a_batch_input(sdk: OpenAI) -> None:
     with pytest.raises(BadRequestError) as info:
         sdk.batches.create(input_file_id=done.output_file_id, endpoint="/v1/chat/completions", completion_window="24h")
     assert info.value.param == "input_file_id" and "batch_output" in info.value.message  # type: ignore[attr-defined]
+
+
+def test_generated_hostile_lines_are_400s_and_the_server_stays_healthy(app_client: TestClient, sdk: OpenAI) -> None:
+    rng = random.Random(19)
+    good = json.dumps(chat_line("ok")).encode()
+    hostile = [
+        b"[" * 200_000,  # nested past the parser's depth
+        b'{"custom_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"\xff\xfe not utf-8",
+        b"\x00" * 64,
+        b'{"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": ' + b"9" * 10_000 + b"}",
+        json.dumps(
+            {**chat_line("x"), "body": {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "x"}]}]}}
+        ).encode(),
+    ]
+    for _ in range(40):  # good lines with a few bytes changed
+        line = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            line[rng.randrange(len(line))] = rng.randrange(256)
+        hostile.append(bytes(line).replace(b"\n", b" "))
+    refused = 0
+    for line in hostile:
+        response = app_client.post(
+            "/v1/files", files={"file": ("h.jsonl", good + b"\n" + line + b"\n")}, data={"purpose": "batch"}
+        )
+        assert response.status_code in (200, 400), response.text
+        if response.status_code == 400:
+            refused += 1
+            error = response.json()["error"]
+            assert (
+                error["code"] == "invalid_batch_file"
+                and error["message"].startswith("file: ")
+                and "Traceback" not in error["message"]
+            )
+    assert refused >= len(hostile) - 40  # every hand-made one, at least
+    assert app_client.get("/health").status_code == 200
+    sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "still here?"}], max_tokens=2)
